@@ -1,0 +1,170 @@
+"""The `grl-aecnn` command line.
+
+Every command takes ``--config`` (a preset in tune_configs/ or a YAML path) and repeated
+``--set key=value`` overrides. Heavy imports happen inside the handlers so that
+``--help`` and config errors answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+from grl_aecnn.config import ConfigError, ExperimentConfig, dump_config, load_config, preset_names
+
+EXIT_CONFIG = 2
+EXIT_UNAVAILABLE = 3
+
+DESCRIPTION = """\
+Train and evaluate semantic compression (AECNN) and graph-RL offloading (GRL-AECNN)
+of CNN inference in multi-access edge computing.
+
+Pipeline: dataset -> backbone (Ray Train) -> codec sweep (Ray Tune) -> codec profile ->
+MEC simulator -> policies (RLlib PPO, DROO, rules, oracle) -> evaluation -> report.
+Every stage is tracked in MLflow (default store: ./mlruns).
+
+examples:
+  grl-aecnn run                                  # whole pipeline, quick preset
+  grl-aecnn run --config paper                   # ResNet-50 / Caltech-101 preset (GPU cluster)
+  grl-aecnn train-backbone --set backbone.epochs=1
+  grl-aecnn config show --set data.input_size=64
+"""
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config", "-c", default="quick", metavar="NAME|PATH",
+        help=f"preset name ({', '.join(preset_names())}) or a YAML file (default: quick)",
+    )
+    p.add_argument(
+        "--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override one config key, e.g. --set backbone.epochs=2 (repeatable; values are YAML)",
+    )
+
+
+def _config(args: argparse.Namespace) -> ExperimentConfig:
+    return load_config(args.config, args.overrides)
+
+
+# -- handlers ---------------------------------------------------------------------------
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    print(dump_config(_config(args)), end="")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from grl_aecnn.pipeline import run_pipeline
+
+    run_pipeline(_config(args), resume=not args.fresh, stop_after=args.stop_after)
+    return 0
+
+
+def cmd_train_backbone(args: argparse.Namespace) -> int:
+    from grl_aecnn.pipeline import run_pipeline
+
+    run_pipeline(_config(args), resume=not args.fresh, stop_after="backbone", only="backbone")
+    return 0
+
+
+def cmd_train_codecs(args: argparse.Namespace) -> int:
+    from grl_aecnn.pipeline import run_pipeline
+
+    run_pipeline(_config(args), resume=not args.fresh, stop_after="codecs", only="codecs")
+    return 0
+
+
+def cmd_train_policy(args: argparse.Namespace) -> int:
+    from grl_aecnn.pipeline import run_pipeline
+
+    run_pipeline(_config(args), resume=args.resume or not args.fresh, stop_after="policies", only="policies")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from grl_aecnn.pipeline import run_pipeline
+
+    cfg = _config(args)
+    run_pipeline(cfg, resume=True, stop_after="evaluation", only="evaluation")
+    return 0
+
+
+# -- parser -----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="grl-aecnn", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help_: str, handler: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        _add_config_args(p)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command("run", "run the whole pipeline; finished stages with unchanged config are reused", cmd_run)
+    p.add_argument("--fresh", action="store_true", help="ignore finished stages and checkpoints; start over")
+    p.add_argument(
+        "--stop-after", choices=["backbone", "codecs", "policies", "evaluation"], default=None,
+        help="stop after this stage",
+    )
+
+    p = command("train-backbone", "train the backbone CNN with Ray Train (resumes from its last checkpoint)",
+                cmd_train_backbone)
+    p.add_argument("--fresh", action="store_true", help="discard checkpoints and train from scratch")
+
+    p = command("train-codecs", "train codecs across operating points with Ray Tune and write the codec profile",
+                cmd_train_codecs)
+    p.add_argument("--fresh", action="store_true", help="discard the sweep's trials and start over")
+
+    p = command("train-policy", "train the GRL policies (RLlib PPO) and DROO on the codec profile",
+                cmd_train_policy)
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="continue from the last checkpoint (default)")
+    group.add_argument("--fresh", action="store_true", help="start training over")
+
+    command("evaluate", "compare all policies on the same seeded episodes across the scenario sweep",
+            cmd_evaluate)
+
+    cfg_parser = sub.add_parser("config", help="inspect configuration", description="inspect configuration")
+    cfg_sub = cfg_parser.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    show = cfg_sub.add_parser("show", help="print the resolved config (preset + overrides) as YAML")
+    _add_config_args(show)
+    show.set_defaults(handler=cmd_config_show)
+    return parser
+
+
+def _version() -> str:
+    from grl_aecnn import __version__
+
+    return f"grl-aecnn {__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from grl_aecnn.runtime import configure_process
+    from grl_aecnn.tracking import TrackingUnavailable
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_process()
+    try:
+        return int(args.handler(args) or 0)
+    except ConfigError as err:
+        print(f"grl-aecnn: config error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except TrackingUnavailable as err:
+        print(f"grl-aecnn: {err}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except KeyboardInterrupt:
+        print("grl-aecnn: interrupted; run the same command again to resume from the last checkpoint",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

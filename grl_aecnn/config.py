@@ -1,0 +1,227 @@
+"""Experiment configuration: typed, validated sections loaded from YAML.
+
+One `ExperimentConfig` describes a whole pipeline run. Each stage reads only its own
+section, so a stage's cache key is the hash of the sections it depends on
+(see `ExperimentConfig.stage_hash`). Presets live in `tune_configs/`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from grl_aecnn.settings_base import Section
+from grl_aecnn.codecs.settings import CodecsConfig
+from grl_aecnn.sim.settings import ScenarioConfig
+from grl_aecnn.policies.settings import PolicyConfig
+from grl_aecnn.evaluation.settings import EvaluationConfig
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PRESET_DIR = PROJECT_ROOT / "tune_configs"
+
+
+class ConfigError(ValueError):
+    """A config file or override is wrong; the message names the key and what is allowed."""
+
+
+class DataConfig(Section):
+    dataset: Literal["fashion-mnist", "digits", "caltech101", "imagefolder"] = "fashion-mnist"
+    data_dir: str | None = Field(
+        None, description="Dataset root; default depends on the dataset (Debian path for Fashion-MNIST)."
+    )
+    download: bool = Field(False, description="Allow torchvision to download Caltech-101 (needs internet).")
+    input_size: int = Field(32, ge=8, le=512, description="Square input side in pixels after resizing.")
+    val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+    train_subset: int | None = Field(None, ge=1, description="Use at most this many training images.")
+    test_subset: int | None = Field(None, ge=1, description="Use at most this many test images.")
+    seed: int = 0
+
+
+class BackboneConfig(Section):
+    arch: Literal["resnet18", "resnet50"] = "resnet18"
+    pretrained: bool = Field(False, description="Load torchvision ImageNet weights (needs internet).")
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    num_workers: int = Field(1, ge=1, description="Ray Train data-parallel workers.")
+    use_gpu: bool = False
+    cpus_per_worker: int = Field(2, ge=1)
+
+
+class TrackingConfig(Section):
+    experiment: str = "grl-aecnn"
+    tracking_uri: str | None = Field(
+        None, description="MLflow URI; default $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlruns/mlflow.db."
+    )
+
+
+class RayConfig(Section):
+    address: str | None = Field(None, description="Ray cluster address; default: start a local Ray.")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray (default: all).")
+    object_store_memory_mb: int | None = Field(1024, ge=100)
+
+
+class ExperimentConfig(Section):
+    name: str = "quick"
+    seed: int = 0
+    output_dir: str = Field("outputs", description="Root folder; the run writes to <output_dir>/<name>/.")
+    data: DataConfig = DataConfig()
+    backbone: BackboneConfig = BackboneConfig()
+    codecs: CodecsConfig = CodecsConfig()
+    scenario: ScenarioConfig = ScenarioConfig()
+    policy: PolicyConfig = PolicyConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    ray: RayConfig = RayConfig()
+
+    @model_validator(mode="after")
+    def _name_is_a_folder_name(self) -> "ExperimentConfig":
+        if not self.name or any(c in self.name for c in "/\\ "):
+            raise ValueError("name must be a non-empty folder name without '/', '\\' or spaces")
+        return self
+
+    # -- derived locations -------------------------------------------------------------
+    @property
+    def run_dir(self) -> Path:
+        root = Path(self.output_dir)
+        if not root.is_absolute():
+            root = Path.cwd() / root
+        return root / self.name
+
+    def stage_dir(self, stage: str) -> Path:
+        path = self.run_dir / stage
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # Which sections each stage's output depends on: a stage is reused only if these match.
+    STAGE_INPUTS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "backbone": ("seed", "data", "backbone"),
+        "codecs": ("seed", "data", "backbone", "codecs"),
+        "policies": ("seed", "data", "backbone", "codecs", "scenario", "policy"),
+        "evaluation": ("seed", "data", "backbone", "codecs", "scenario", "policy", "evaluation"),
+    }
+
+    def stage_hash(self, stage: str) -> str:
+        """Hash of the config sections a stage depends on (its cache key)."""
+        dump = self.model_dump(mode="json")
+        keys = self.STAGE_INPUTS[stage]
+        blob = json.dumps({k: dump[k] for k in keys}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def flat(self) -> dict[str, Any]:
+        """The resolved config as dotted keys, for MLflow params."""
+        return _flatten(self.model_dump(mode="json"))
+
+
+ExperimentConfig.model_rebuild()
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def resolve_config_path(name_or_path: str) -> Path:
+    """A preset name (``quick``) or a path to a YAML file."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.exists():
+            raise ConfigError(f"config file not found: {path}")
+        return path
+    preset = PRESET_DIR / f"{name_or_path}.yaml"
+    if not preset.exists():
+        raise ConfigError(
+            f"unknown config {name_or_path!r}: use a preset ({', '.join(preset_names())}) or a YAML path"
+        )
+    return preset
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key.sub=value`` with the value read as YAML (numbers, booleans, lists, null)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected key=value, e.g. --set backbone.epochs=2")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({err.__class__.__name__})") from None
+    return key, value
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "<root>"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        parent = first["loc"][:-1]
+        allowed = _allowed_keys(parent)
+        msg = f"unknown key; allowed keys here: {', '.join(allowed)}"
+    elif "input" in first and first["type"] not in ("missing",):
+        msg = f"{msg} (got {first['input']!r})"
+    extra = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{loc}: {msg}{extra}"
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: Any = ExperimentConfig
+    for part in loc:
+        field = model.model_fields.get(str(part)) if hasattr(model, "model_fields") else None
+        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+            return []
+        model = field.annotation
+    return sorted(model.model_fields)
+
+
+def load_config(name_or_path: str = "quick", overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load a preset or YAML file, apply ``--set`` overrides, validate; raise ConfigError on any fault."""
+    path = resolve_config_path(name_or_path)
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    for text in overrides or []:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    try:
+        return ExperimentConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err)) from None
+
+
+def dump_config(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

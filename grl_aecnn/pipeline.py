@@ -1,0 +1,93 @@
+"""The pipeline: stages in data-flow order, one MLflow parent run, reuse of finished stages.
+
+A stage is a function ``(cfg, resume) -> summary dict``. When it finishes, the pipeline
+writes ``<run_dir>/<stage>/stage.json`` with the hash of the config sections it depends
+on; a later run with the same hash reuses it instead of training again.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import time
+from typing import Any, Callable
+
+from grl_aecnn.config import ExperimentConfig
+
+# (stage, "module:function") in data-flow order.
+STAGES: list[tuple[str, str]] = [
+    ("backbone", "grl_aecnn.backbone.train:train_backbone"),
+    ("codecs", "grl_aecnn.codecs.sweep:train_codecs"),
+    ("policies", "grl_aecnn.policies.training:train_policies"),
+    ("evaluation", "grl_aecnn.evaluation.harness:evaluate_pipeline"),
+]
+STAGE_NAMES = [name for name, _ in STAGES]
+MARKER = "stage.json"
+
+StageFn = Callable[[ExperimentConfig, bool], dict[str, Any]]
+
+
+def _resolve(target: str) -> StageFn:
+    module, func = target.split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def finished_summary(cfg: ExperimentConfig, stage: str) -> dict[str, Any] | None:
+    """The stored summary of a finished stage whose config is unchanged, else None."""
+    marker = cfg.run_dir / stage / MARKER
+    if not marker.exists():
+        return None
+    try:
+        record = json.loads(marker.read_text())
+    except json.JSONDecodeError:
+        return None
+    if record.get("hash") != cfg.stage_hash(stage):
+        return None
+    return record.get("summary", {})
+
+
+def mark_finished(cfg: ExperimentConfig, stage: str, summary: dict[str, Any], seconds: float) -> None:
+    marker = cfg.stage_dir(stage) / MARKER
+    marker.write_text(json.dumps({"hash": cfg.stage_hash(stage), "seconds": round(seconds, 1),
+                                  "summary": summary}, indent=2, default=str))
+
+
+def run_stage(cfg: ExperimentConfig, stage: str, resume: bool = True, force: bool = False) -> dict[str, Any]:
+    """Run one stage (or reuse it when finished with the same config and ``force`` is False)."""
+    from grl_aecnn import tracking
+
+    done = finished_summary(cfg, stage) if resume and not force else None
+    if done is not None:
+        print(f"[{stage}] reusing finished stage in {cfg.run_dir / stage}")
+        return done
+    fn = _resolve(dict(STAGES)[stage])
+    print(f"[{stage}] starting")
+    start = time.perf_counter()
+    with tracking.stage_run(cfg, stage):
+        summary = fn(cfg, resume)
+    seconds = time.perf_counter() - start
+    mark_finished(cfg, stage, summary, seconds)
+    print(f"[{stage}] finished in {seconds:.0f} s")
+    return summary
+
+
+def run_pipeline(cfg: ExperimentConfig, resume: bool = True, stop_after: str | None = None,
+                 only: str | None = None) -> dict[str, dict[str, Any]]:
+    """Run the stages in order under one MLflow parent run; ``only`` runs a single stage
+    (re-running it even when finished), reusing the finished stages before it."""
+    from grl_aecnn import tracking
+    from grl_aecnn.runtime import configure_process
+
+    configure_process()
+    tracking.check_reachable(tracking.tracking_uri(cfg))
+    summaries: dict[str, dict[str, Any]] = {}
+    start = time.perf_counter()
+    with tracking.pipeline_run(cfg) as parent:
+        for stage in STAGE_NAMES:
+            force = only == stage and not resume
+            summaries[stage] = run_stage(cfg, stage, resume=resume or only != stage, force=force)
+            if stage == (stop_after or only):
+                break
+        tracking.setup(cfg).log_metric("pipeline_seconds", time.perf_counter() - start)
+    print(f"done in {time.perf_counter() - start:.0f} s; results in {cfg.run_dir}; MLflow run {parent.info.run_id}")
+    return summaries

@@ -1,0 +1,58 @@
+"""Process set-up shared by every entry point: sane defaults for Ray and torch on small machines."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from grl_aecnn.config import ExperimentConfig
+
+# Defaults that make a local Ray safe and quiet; a user's own setting always wins.
+RAY_ENV_DEFAULTS = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    # Bind a local Ray to 127.0.0.1 instead of the machine's network address.
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    # A local single-user cluster needs no token; clusters set RAY_AUTH_MODE themselves.
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+    "RAY_DEDUP_LOGS": "1",
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    "PYTHONWARNINGS": "ignore::DeprecationWarning",
+}
+
+
+def configure_process() -> None:
+    """Set environment defaults before Ray or torch start (idempotent)."""
+    for key, value in RAY_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    # One intra-op thread per process: Ray runs one process per CPU, and oversubscribing
+    # two cores makes small torch ops 100x slower.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        import torch
+
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        pass
+
+
+def init_ray(cfg: "ExperimentConfig | None" = None) -> None:
+    """Connect to the configured cluster, or start a local Ray sized for this machine."""
+    import ray
+
+    configure_process()
+    if ray.is_initialized():
+        return
+    address = (cfg.ray.address if cfg else None) or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return
+    kwargs: dict = {"include_dashboard": False, "log_to_driver": True}
+    if cfg is not None:
+        if cfg.ray.num_cpus:
+            kwargs["num_cpus"] = cfg.ray.num_cpus
+        if cfg.ray.object_store_memory_mb:
+            kwargs["object_store_memory"] = cfg.ray.object_store_memory_mb * 1024 * 1024
+    ray.init(**kwargs)
