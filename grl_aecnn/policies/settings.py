@@ -1,16 +1,11 @@
-"""Config section `policy`: PPO (GRL policies) and DROO settings."""
+"""Config section `policy`: PPO (GRL policies, see grl_aecnn/rl/settings.py) and DROO."""
 
 from __future__ import annotations
 
 from pydantic import Field
 
+from grl_aecnn.rl.settings import PPOConfig
 from grl_aecnn.settings_base import Section
-
-
-class PPOConfig(Section):
-    iterations: int = Field(20, ge=1)
-    num_env_runners: int = Field(1, ge=0)
-    num_envs_per_env_runner: int = Field(8, ge=1)
 
 
 class DROOConfig(Section):
