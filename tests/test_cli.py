@@ -1,0 +1,52 @@
+"""The command line: help that explains itself, config errors that stop before anything runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from grl_aecnn.cli import EXIT_CONFIG, EXIT_UNAVAILABLE, build_parser, main
+
+
+def _cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "grl_aecnn.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=120)
+
+
+def test_help_lists_every_command() -> None:
+    text = build_parser().format_help()
+    for command in ("run", "train-backbone", "train-codecs", "train-policy", "evaluate", "config"):
+        assert command in text
+    for command in ("run", "train-backbone", "config show"):
+        sub = _cli(*command.split(), "--help")
+        assert sub.returncode == 0 and "--config" in sub.stdout and "--set" in sub.stdout
+
+
+def test_config_show_prints_resolved_yaml(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "show", "--set", "backbone.epochs=9"]) == 0
+    assert "epochs: 9" in capsys.readouterr().out
+
+
+def test_config_error_exits_2_with_one_line_and_starts_nothing(tmp_path: Path) -> None:
+    res = _cli("run", "--set", f"output_dir={tmp_path}", "--set", "backbone.lr=-1", cwd=tmp_path)
+    assert res.returncode == EXIT_CONFIG
+    assert res.stderr.strip().splitlines() == [
+        "grl-aecnn: config error: backbone.lr: Input should be greater than 0 (got -1)"]
+    assert not any(tmp_path.iterdir())
+
+
+def test_unreachable_tracking_server_stops_before_training(tmp_path: Path) -> None:
+    import os
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
+    res = _cli("train-backbone", "--set", f"output_dir={tmp_path / 'out'}", cwd=tmp_path, env=env)
+    assert res.returncode == EXIT_UNAVAILABLE
+    assert f"MLflow tracking server http://127.0.0.1:{port} is not reachable" in res.stderr
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,86 @@
+"""Config loading: presets, overrides, and one clear error per kind of mistake."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from grl_aecnn.config import ConfigError, ExperimentConfig, dump_config, load_config, preset_names
+
+
+def test_presets_load_and_validate() -> None:
+    assert {"quick", "paper"} <= set(preset_names())
+    quick = load_config("quick")
+    paper = load_config("paper")
+    assert quick.backbone.arch == "resnet18" and quick.data.dataset == "fashion-mnist"
+    assert paper.backbone.arch == "resnet50" and paper.data.input_size == 224
+    assert paper.data.dataset == "caltech101" and not paper.data.download
+    assert (paper.scenario.num_devices, paper.scenario.num_servers) == (14, 2)
+
+
+def test_overrides_are_typed_yaml_values() -> None:
+    cfg = load_config("quick", ["backbone.epochs=2", "backbone.use_gpu=true", "data.train_subset=null",
+                                "codecs.aecnn.kept_channels=[1, 3]"])
+    assert cfg.backbone.epochs == 2 and cfg.backbone.use_gpu is True
+    assert cfg.data.train_subset is None and cfg.codecs.aecnn.kept_channels == [1, 3]
+
+
+def test_yaml_file_round_trip(tmp_path: Path) -> None:
+    cfg = load_config("quick", ["name=roundtrip", "backbone.epochs=7"])
+    path = tmp_path / "exp.yaml"
+    path.write_text(dump_config(cfg))
+    assert load_config(str(path)) == cfg
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("backbone.epoch=2", "backbone.epoch: unknown key; allowed keys here: arch,"),
+        ("backbone.epochs=two", "backbone.epochs: Input should be a valid integer"),
+        ("backbone.epochs=0", "backbone.epochs: Input should be greater than or equal to 1"),
+        ("backbone.arch=vgg16", "backbone.arch: Input should be 'resnet18' or 'resnet50' (got 'vgg16')"),
+        ("data.dataset=cifar", "data.dataset: Input should be 'fashion-mnist', 'digits', 'caltech101' or"),
+        ("nosuchsection.x=1", "nosuchsection: unknown key; allowed keys here: backbone, codecs,"),
+        ("backbone=3", "backbone: Input should be a valid dictionary"),
+        ("name=a/b", "name must be a non-empty folder name"),
+    ],
+)
+def test_bad_values_name_the_key_and_what_is_allowed(override: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config("quick", [override])
+    assert expected in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("override", ["backbone.epochs", "=3", "backbone.epochs=[1"])
+def test_malformed_overrides(override: str) -> None:
+    with pytest.raises(ConfigError, match="--set"):
+        load_config("quick", [override])
+
+
+def test_unknown_preset_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown config 'nope': use a preset"):
+        load_config("nope")
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(str(tmp_path / "missing.yaml"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n- not sections\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(str(bad))
+
+
+def test_stage_hash_tracks_only_the_sections_a_stage_reads() -> None:
+    base = load_config("quick")
+    changed_eval = load_config("quick", ["evaluation.episodes=3"])
+    changed_backbone = load_config("quick", ["backbone.lr=0.01"])
+    assert base.stage_hash("backbone") == changed_eval.stage_hash("backbone")
+    assert base.stage_hash("evaluation") != changed_eval.stage_hash("evaluation")
+    assert base.stage_hash("backbone") != changed_backbone.stage_hash("backbone")
+    assert base.stage_hash("codecs") != changed_backbone.stage_hash("codecs")
+
+
+def test_flat_params_cover_every_leaf() -> None:
+    flat = ExperimentConfig().flat()
+    assert flat["backbone.epochs"] == ExperimentConfig().backbone.epochs
+    assert all(not isinstance(v, dict) for v in flat.values())
