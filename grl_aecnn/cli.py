@@ -11,6 +11,7 @@ import argparse
 import sys
 from typing import Callable
 
+from grl_aecnn.cluster.cli import register as register_cluster_commands
 from grl_aecnn.config import ConfigError, ExperimentConfig, dump_config, load_config, preset_names
 
 EXIT_CONFIG = 2
@@ -136,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     show = cfg_sub.add_parser("show", help="print the resolved config (preset + overrides) as YAML")
     _add_config_args(show)
     show.set_defaults(handler=cmd_config_show)
+    register_cluster_commands(sub)
     return parser
 
 

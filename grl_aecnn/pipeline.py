@@ -78,8 +78,11 @@ def run_pipeline(cfg: ExperimentConfig, resume: bool = True, stop_after: str | N
     from grl_aecnn import tracking
     from grl_aecnn.runtime import configure_process
 
+    from grl_aecnn.cluster.resume import write_run_config
+
     configure_process()
     tracking.check_reachable(tracking.tracking_uri(cfg))
+    write_run_config(cfg)
     summaries: dict[str, dict[str, Any]] = {}
     start = time.perf_counter()
     with tracking.pipeline_run(cfg) as parent:

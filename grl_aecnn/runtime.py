@@ -23,10 +23,16 @@ RAY_ENV_DEFAULTS = {
 }
 
 
+# Inside a Ray Job the cluster decides these; a local default could lock the job out of it.
+CLUSTER_OWNED = ("RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+
+
 def configure_process() -> None:
     """Set environment defaults before Ray or torch start (idempotent)."""
+    in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ  # set by Ray for a job's driver
     for key, value in RAY_ENV_DEFAULTS.items():
-        os.environ.setdefault(key, value)
+        if not (in_job and key in CLUSTER_OWNED):
+            os.environ.setdefault(key, value)
     # One intra-op thread per process: Ray runs one process per CPU, and oversubscribing
     # two cores makes small torch ops 100x slower.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -46,10 +52,11 @@ def init_ray(cfg: "ExperimentConfig | None" = None) -> None:
     if ray.is_initialized():
         return
     address = (cfg.ray.address if cfg else None) or os.environ.get("RAY_ADDRESS")
-    if address:
+    if address and not address.startswith(("http://", "https://")):  # a dashboard URL is for jobs only
         ray.init(address=address, log_to_driver=True)
         return
-    kwargs: dict = {"include_dashboard": False, "log_to_driver": True}
+    # A dashboard URL in RAY_ADDRESS is for job submission; ray.init would misread it.
+    kwargs: dict = {"include_dashboard": False, "log_to_driver": True, "address": "local" if address else None}
     if cfg is not None:
         if cfg.ray.num_cpus:
             kwargs["num_cpus"] = cfg.ray.num_cpus

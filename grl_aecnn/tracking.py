@@ -38,8 +38,11 @@ def tracking_uri(cfg: "ExperimentConfig | None" = None) -> str:
     return f"sqlite:///{store / 'mlflow.db'}"
 
 
-def local_artifact_root() -> str:
-    return (Path.cwd() / LOCAL_STORE / "artifacts").resolve().as_uri()
+def artifact_root(uri: str) -> str | None:
+    """Artifacts beside an sqlite store (``<db folder>/artifacts``); servers choose their own."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "artifacts").as_uri()
 
 
 def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
@@ -75,8 +78,8 @@ def setup(cfg: "ExperimentConfig") -> "mlflow":
     mlflow.set_tracking_uri(uri)
     name = cfg.tracking.experiment
     if mlflow.get_experiment_by_name(name) is None:
-        location = local_artifact_root() + f"/{name}" if uri.startswith("sqlite") else None
-        mlflow.create_experiment(name, artifact_location=location)
+        root = artifact_root(uri)
+        mlflow.create_experiment(name, artifact_location=f"{root}/{name}" if root else None)
     mlflow.set_experiment(name)
     return mlflow
 

@@ -1,0 +1,154 @@
+"""Real servers on 127.0.0.1 for integration tests: an `mlflow server` and a `ray start --head`.
+
+Each starts in its own session and is stopped by killing exactly the processes of that session
+and their descendants (never `ray stop`, which would stop every Ray on the machine).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import psutil
+import pytest
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    """A port nobody listens on right now (on loopback)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_env(**extra: str) -> dict[str, str]:
+    """This environment with the venv first on PATH (as if activated) and Ray kept on loopback."""
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled",
+           "RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env.pop("RAY_ADDRESS", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.update(extra)
+    return env
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout_s: float, log: Path) -> None:
+    """Poll ``url`` until it answers 200; fail with the server's log if it dies or times out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback
+                if resp.status == 200:
+                    return
+        time.sleep(0.3)
+    pytest.fail(f"{url} did not answer within {timeout_s} s:\n{log.read_text()[-3000:]}")
+
+
+def _session_tree(leader: int) -> list[psutil.Process]:
+    """Processes of the leader's session plus all their descendants (Ray jobs start new sessions)."""
+    members: dict[int, psutil.Process] = {}
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError, ValueError):
+            stat = Path(f"/proc/{proc.pid}/stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[3]) == leader:
+                members[proc.pid] = proc
+    for proc in list(members.values()):
+        with contextlib.suppress(psutil.Error):
+            members.update({child.pid: child for child in proc.children(recursive=True)})
+    return list(members.values())
+
+
+def kill_session(proc: subprocess.Popen, grace_s: float = 0.0, timeout_s: float = 20.0) -> None:
+    """Stop a server started with ``start_new_session=True`` and everything it spawned."""
+    if grace_s and proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(grace_s)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        tree = _session_tree(proc.pid)
+        if not tree:
+            break
+        for member in tree:
+            with contextlib.suppress(psutil.Error):
+                member.kill()
+        psutil.wait_procs(tree, timeout=5)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(5)
+
+
+@contextlib.contextmanager
+def mlflow_server(root: Path, timeout_s: float = 90.0) -> Iterator[str]:
+    """A real `mlflow server` (sqlite backend, artifacts under ``root``); yields its URL."""
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = root / "mlflow-server.log"
+    cmd = [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+           "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
+           "--artifacts-destination", str(root / "artifacts")]
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, env=server_env(), stdout=out, stderr=subprocess.STDOUT,
+                                cwd=root, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/health", proc, timeout_s, log)
+        yield url
+    finally:
+        kill_session(proc, grace_s=10)
+
+
+@dataclasses.dataclass(frozen=True)
+class RayHead:
+    gcs_address: str
+    dashboard_url: str
+    temp_dir: Path
+
+
+@contextlib.contextmanager
+def ray_head(num_cpus: int = 2, timeout_s: float = 120.0) -> Iterator[RayHead]:
+    """A real `ray start --head` on loopback with its own ports and temp dir; yields its addresses.
+
+    The temp dir path is short: Ray's Unix sockets live under it (107-byte limit).
+    """
+    temp_dir = Path(tempfile.mkdtemp(prefix="grlray-", dir="/tmp"))
+    ports = {name: free_port() for name in ("port", "dashboard-port", "ray-client-server-port",
+                                             "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                             "runtime-env-agent-port", "metrics-export-port")}
+    cmd = [str(VENV_BIN / "ray"), "start", "--head", "--block", "--dashboard-host", "127.0.0.1",
+           "--num-cpus", str(num_cpus), "--object-store-memory", str(300 * 1024 * 1024),
+           "--disable-usage-stats", "--temp-dir", str(temp_dir)]
+    for name, port in ports.items():
+        cmd += [f"--{name}", str(port)]
+    log = temp_dir / "ray-start.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, env=server_env(), stdout=out, stderr=subprocess.STDOUT,
+                                cwd=temp_dir, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{ports['dashboard-port']}"
+        wait_http(f"{url}/api/jobs/", proc, timeout_s, log)  # the Jobs API, not just the dashboard
+        yield RayHead(f"127.0.0.1:{ports['port']}", url, temp_dir)
+    finally:
+        kill_session(proc)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real tracking server for the session (about 0.5 GB; tests use their own experiments)."""
+    with mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as url:
+        yield url
