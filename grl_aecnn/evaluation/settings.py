@@ -8,6 +8,12 @@ from grl_aecnn.settings_base import Section
 
 
 class EvaluationConfig(Section):
-    episodes: int = Field(10, ge=1)
+    episodes: int = Field(10, ge=2, description="Seeded episodes per scenario (the same for every policy).")
     slots_per_episode: int = Field(100, ge=1)
     sweep: str = Field("scenarios_default", description="Sweep file in tune_configs/ (name or path).")
+    policies: list[str] | None = Field(
+        None, description="Policy names to run (default: every rule, the oracle and all trained policies).")
+    fixed_points: bool = Field(True, description="Run a fixed-point rule for every offered operating point.")
+    oracle_codecs: list[str] | None = Field(
+        None, description="Codecs the oracle may use (default: every codec in the profile).")
+    oracle_method: str = Field("search", pattern="^(search|milp)$")

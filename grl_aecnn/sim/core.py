@@ -1,0 +1,190 @@
+"""Vectorised MEC core: B independent copies x N devices x M servers per call, NumPy only.
+
+Two parts with one job each:
+- `slot_outcome` is the deterministic system model: given a slot's state and the offloading
+  decisions it returns latencies, on-time flags, accuracies and rewards. Policies call it on
+  the *estimated* state to score candidates; the simulator calls it on the *realised* state.
+- `VecMEC` is the random process: positions, compute rates, fading, capacity, arrivals,
+  deadlines and estimates, drawn in a fixed order that never depends on the actions or on the
+  offered operating points, so every policy and codec set sees the same episodes from a seed
+  (common random numbers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from grl_aecnn.sim import channel
+from grl_aecnn.sim.allocation import allocate
+from grl_aecnn.sim.points import PointTable
+from grl_aecnn.sim.settings import ScenarioConfig
+
+TIME_TOL = 1e-9
+
+
+@dataclass(frozen=True)
+class SlotState:
+    """What decides a slot's outcome, batch first (B, N[, M]); physical units."""
+
+    gain: np.ndarray  # (B, N, M) channel power gain
+    capacity: np.ndarray  # (B, M) available ES FLOP/s (F_m * beta_m)
+    device_flops: np.ndarray  # (B, N) device FLOP/s
+    deadline: np.ndarray  # (B, N) seconds
+    task: np.ndarray  # (B, N) bool
+    distance: np.ndarray  # (B, N, M) metres
+
+    def tile(self, k: int) -> "SlotState":
+        """k copies of a single slot (B = 1), to score k candidate decisions at once."""
+        return SlotState(**{f.name: np.repeat(getattr(self, f.name), k, axis=0) for f in fields(self)})
+
+    def select(self, index: int) -> "SlotState":
+        """Copy `index` of the batch as a batch of one."""
+        return SlotState(**{f.name: getattr(self, f.name)[index:index + 1] for f in fields(self)})
+
+
+@dataclass(frozen=True)
+class SlotOutcome:
+    latency: np.ndarray  # (B, N) seconds, inf when dropped by admission
+    on_time: np.ndarray  # (B, N) bool (False where no task)
+    accuracy: np.ndarray  # (B, N) accuracy of the chosen point at the realised SNR
+    reward: np.ndarray  # (B, N) accuracy if on time, -psi if late, 0 without a task
+    offloaded: np.ndarray  # (B, N) bool
+
+
+def decode_actions(actions: np.ndarray, num_points: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Action a -> (offloaded, server m, point v) with a = 1 + m V + v; 0 = local."""
+    off = actions > 0
+    a0 = np.where(off, actions - 1, 0)
+    return off, a0 // num_points, a0 % num_points
+
+
+def slot_outcome(sc: ScenarioConfig, pts: PointTable, state: SlotState, actions: np.ndarray) -> SlotOutcome:
+    """The system model of one slot for a batch of decisions `actions` (B, N) int."""
+    off, m, v = decode_actions(actions, pts.num)
+    off &= state.task
+    rows = np.arange(actions.shape[0])[:, None]
+    cols = np.arange(actions.shape[1])[None, :]
+    gain = state.gain[rows, cols, m]
+    snr = channel.snr(sc, gain)
+    t_dev = pts.device_flops[v] / state.device_flops
+    with np.errstate(divide="ignore"):
+        digital_tx = pts.bits[v] / (sc.bandwidth_hz * channel.spectral_efficiency(snr))
+    x = np.where(pts.is_analog[v], pts.channel_uses[v] / sc.bandwidth_hz, digital_tx)
+    y = pts.server_flops[v] / state.capacity[rows, m]
+    slack = state.deadline - t_dev
+    admitted, b, c = allocate(np.where(off, m, -1), x, y, slack, state.capacity.shape[1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_off = t_dev + np.where(x > 0, x / b, 0.0) + np.where(y > 0, y / c, 0.0)
+    t_off = np.where(admitted, t_off, np.inf)
+    t_local = pts.local_flops / state.device_flops
+    latency = np.where(off, t_off, t_local)
+    with np.errstate(divide="ignore"):
+        snr_db = 10.0 * np.log10(snr)
+    accuracy = np.where(off, pts.accuracy_at(v, snr_db), pts.local_accuracy)
+    on_time = state.task & (latency <= state.deadline * (1.0 + TIME_TOL))
+    reward = np.where(state.task, np.where(on_time, accuracy, -sc.penalty), 0.0)
+    return SlotOutcome(latency=latency, on_time=on_time, accuracy=accuracy, reward=reward, offloaded=off)
+
+
+class VecMEC:
+    """B independent MEC networks advancing slot by slot from one seeded generator.
+
+    A core with batch B and seed s is reproducible; copy b of it is not the same episode as a
+    single core with seed s (the draws are batched).
+    """
+
+    def __init__(self, sc: ScenarioConfig, batch: int = 1, seed: int | None = None) -> None:
+        self.sc = sc
+        self.batch = batch
+        self.rng = np.random.default_rng(seed)
+        self.sites = channel.server_positions(sc)
+        self.slot = 0
+
+    def seed(self, seed: int | None) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def reset(self) -> None:
+        """Start an episode: new positions, compute rates, fading and capacity state."""
+        sc, rng, shape = self.sc, self.rng, (self.batch, self.sc.num_devices)
+        pos = rng.uniform(0.0, sc.area_m, size=shape + (2,))
+        self.distance = np.linalg.norm(pos[:, :, None, :] - self.sites[None, None], axis=-1)
+        self.mean_gain = channel.path_gain(sc, self.distance)
+        self.device_flops = rng.uniform(sc.device_flops_min, sc.device_flops_max, size=shape)
+        self.fading = channel.complex_normal(rng, self.distance.shape)
+        beta0 = sc.capacity_mean + sc.capacity_std * rng.standard_normal((self.batch, sc.num_servers))
+        self.beta_hist = [np.clip(beta0, sc.capacity_min, 1.0)] * (sc.capacity_lag_slots + 1)
+        self.slot = 0
+        self._draw_slot()
+
+    def advance(self) -> None:
+        """Move to the next slot: correlated fading and capacity, new tasks and estimates."""
+        sc, rng = self.sc, self.rng
+        self.fading = channel.fading_step(self.fading, channel.complex_normal(rng, self.fading.shape),
+                                          sc.fading_correlation)
+        rho = sc.capacity_correlation
+        beta = (sc.capacity_mean + rho * (self.beta_hist[-1] - sc.capacity_mean)
+                + sc.capacity_std * np.sqrt(1.0 - rho * rho) * rng.standard_normal(self.beta_hist[-1].shape))
+        self.beta_hist = self.beta_hist[1:] + [np.clip(beta, sc.capacity_min, 1.0)]
+        self.slot += 1
+        self._draw_slot()
+
+    def _draw_slot(self) -> None:
+        sc, rng, shape = self.sc, self.rng, (self.batch, self.sc.num_devices)
+        self.task = rng.random(shape) < sc.task_prob
+        self.deadline = rng.uniform(sc.deadline_min_s, sc.deadline_max_s, size=shape)
+        gain_noise = rng.standard_normal(self.distance.shape)
+        beta_noise = rng.standard_normal(self.beta_hist[0].shape)
+        self.gain = self.mean_gain * np.abs(self.fading) ** 2
+        self.gain_est = channel.estimate_gain(self.gain, sc.channel_est_error_db, gain_noise)
+        self.beta_est = np.clip(self.beta_hist[0] + sc.capacity_est_noise * beta_noise, 0.01, 1.0)
+
+    def realised(self) -> SlotState:
+        return SlotState(gain=self.gain, capacity=self.sc.server_flops * self.beta_hist[-1],
+                         device_flops=self.device_flops, deadline=self.deadline, task=self.task,
+                         distance=self.distance)
+
+    def estimated(self) -> SlotState:
+        """What a policy may know: estimated gains and lagged, noisy capacity."""
+        return SlotState(gain=self.gain_est, capacity=self.sc.server_flops * self.beta_est,
+                         device_flops=self.device_flops, deadline=self.deadline, task=self.task,
+                         distance=self.distance)
+
+    def step(self, pts: PointTable, actions: np.ndarray) -> SlotOutcome:
+        """Outcome of the current slot under `actions` (B, N), then advance to the next slot."""
+        out = slot_outcome(self.sc, pts, self.realised(), actions)
+        self.advance()
+        return out
+
+
+@dataclass(frozen=True)
+class OptionTable:
+    """Every (device, server, point) option of a single slot (B = 1) under one state."""
+
+    b: np.ndarray  # (N, M, V) minimum bandwidth share meeting the deadline (inf: impossible)
+    c: np.ndarray  # (N, M, V) minimum compute share
+    accuracy: np.ndarray  # (N, M, V) accuracy at that server's SNR
+    local_value: np.ndarray  # (N,) reward of running locally (accuracy or -psi), 0 without a task
+    task: np.ndarray  # (N,) bool
+
+
+def option_table(sc: ScenarioConfig, pts: PointTable, state: SlotState) -> OptionTable:
+    """The per-option resource needs the allocation works with, for exact solvers."""
+    from grl_aecnn.sim.allocation import min_shares
+
+    snr = channel.snr(sc, state.gain[0])[:, :, None]  # (N, M, 1)
+    with np.errstate(divide="ignore"):
+        digital_tx = pts.bits / (sc.bandwidth_hz * channel.spectral_efficiency(snr))
+        snr_db = 10.0 * np.log10(snr)
+    x = np.where(pts.is_analog, pts.channel_uses / sc.bandwidth_hz, digital_tx)
+    y = np.broadcast_to(pts.server_flops[None, None, :] / state.capacity[0][None, :, None], x.shape)
+    t_dev = pts.device_flops[None, :] / state.device_flops[0][:, None]  # (N, V)
+    slack = np.broadcast_to((state.deadline[0][:, None] - t_dev)[:, None, :], x.shape)
+    b, c = min_shares(x, y, slack)
+    v = np.broadcast_to(np.arange(pts.num), x.shape)
+    accuracy = pts.accuracy_at(v, np.broadcast_to(snr_db, x.shape))
+    task = state.task[0]
+    local_ok = pts.local_flops / state.device_flops[0] <= state.deadline[0] * (1.0 + TIME_TOL)
+    local_value = np.where(task, np.where(local_ok, pts.local_accuracy, -sc.penalty), 0.0)
+    return OptionTable(b=b, c=c, accuracy=accuracy, local_value=local_value, task=task)
