@@ -1,6 +1,12 @@
-"""Config section `policy.ppo`: RLlib PPO for the GRL policies."""
+"""Config section `policy.ppo`: RLlib PPO for the GRL policies (GRL-AECNN, -BottleNet++, -DeepJSCC).
+
+Defaults are the quick preset's: a small GCN and ~1 minute of PPO per policy on 2 cores.
+`tune_configs/paper.yaml` scales them up for a cluster.
+"""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import Field
 
@@ -8,6 +14,34 @@ from grl_aecnn.settings_base import Section
 
 
 class PPOConfig(Section):
-    iterations: int = Field(20, ge=1)
-    num_env_runners: int = Field(1, ge=0)
-    num_envs_per_env_runner: int = Field(8, ge=1)
+    # -- model --------------------------------------------------------------------------
+    model: Literal["gcn", "mlp"] = Field("gcn", description="GCN actor-critic, or the MLP ablation.")
+    hidden: int = Field(32, ge=4, description="Embedding width (GCN) or layer width (MLP).")
+    gcn_layers: int = Field(2, ge=1, description="Message-passing rounds over the device-server graph.")
+    mlp_layers: int = Field(2, ge=1)
+
+    # -- PPO ----------------------------------------------------------------------------
+    iterations: int = Field(15, ge=1, description="Training iterations (one train batch each).")
+    lr: float = Field(3e-3, gt=0)
+    gamma: float = Field(
+        0.0, ge=0, le=1,
+        description="0: a slot's decisions never change later slots (the draws ignore actions), so each "
+                    "slot is a contextual bandit and the slot reward minus the value is the advantage.",
+    )
+    gae_lambda: float = Field(0.9, ge=0, le=1)
+    train_batch_size: int = Field(1000, ge=8, description="Env steps (slots) per iteration.")
+    minibatch_size: int = Field(250, ge=8)
+    num_epochs: int = Field(4, ge=1)
+    clip_param: float = Field(0.2, gt=0)
+    entropy_coeff: float = Field(0.0, ge=0)
+    vf_loss_coeff: float = Field(0.5, ge=0)
+    grad_clip: float | None = Field(1.0, gt=0)
+
+    # -- scale-out and fault tolerance ----------------------------------------------------
+    num_env_runners: int = Field(0, ge=0, description="0: sample in the trial's own process (1 CPU per trial).")
+    num_envs_per_env_runner: int = Field(8, ge=1, description="Simulator copies stepped together per runner.")
+    max_concurrent_trials: int = Field(0, ge=0, description="Policies trained at once; 0: as many as CPUs allow.")
+    checkpoint_frequency: int = Field(5, ge=1, description="Iterations between checkpoints (resume points).")
+    restart_failed_env_runners: bool = True
+    max_env_runner_restarts: int = Field(10, ge=0)
+    max_failures: int = Field(2, ge=0, description="Tune retries of a failed trial from its last checkpoint.")

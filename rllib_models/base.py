@@ -1,0 +1,82 @@
+"""What the GCN policy and its MLP ablation share: action layout, masking, value function.
+
+The action space is ``MultiDiscrete([1 + M_max*V] * N_max)``. RLlib 2.60's ``TorchRLModule``
+has no default distribution for it; its catalog would build ``TorchMultiCategorical`` over
+the per-device logits concatenated device after device, ``(B, N_max * (1 + M_max*V))``.
+The module emits that layout and uses ``TorchFactoredCategorical``, the same distribution
+evaluated in one batched op (see ``distribution.py``). The deterministic action is the
+per-device argmax, which is what ``grl_aecnn.rl.policy`` reproduces for inference.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import torch
+from torch import Tensor
+
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.apis import ValueFunctionAPI
+from ray.rllib.core.rl_module.torch import TorchRLModule
+from ray.rllib.utils.torch_utils import FLOAT_MIN
+from rllib_models.distribution import TorchFactoredCategorical
+
+OBS_KEYS = ("device", "server", "edge", "point", "device_mask", "server_mask", "action_mask")
+
+
+def mask_logits(logits: Tensor, action_mask: Tensor, device_mask: Tensor) -> Tensor:
+    """Forbidden actions get FLOAT_MIN (probability 0, finite KL); padded devices may only run locally.
+
+    ``logits`` and ``action_mask`` are ``(B, N, K)``; the result is flattened to ``(B, N*K)``,
+    the layout ``TorchMultiCategorical`` splits back into N categoricals.
+    """
+    allowed = action_mask > 0.5
+    local_only = torch.arange(logits.shape[-1], device=logits.device) == 0
+    allowed = torch.where(device_mask[..., None] > 0.5, allowed, local_only)
+    return torch.where(allowed, logits, FLOAT_MIN).flatten(1)
+
+
+class OffloadingRLModule(TorchRLModule, ValueFunctionAPI):
+    """Base of the offloading policies; subclasses ``build`` their layers (including a
+    ``value_head`` on the embeddings) and implement ``encode``."""
+
+    def setup(self) -> None:
+        space = self.observation_space
+        if not isinstance(space, gym.spaces.Dict) or set(space.spaces) != set(OBS_KEYS):
+            raise ValueError(f"expected the simulator's Dict observation with keys {OBS_KEYS}, got {space}")
+        nvec = set(int(n) for n in self.action_space.nvec)
+        if not isinstance(self.action_space, gym.spaces.MultiDiscrete) or len(nvec) != 1:
+            raise ValueError(f"expected MultiDiscrete([1 + M_max*V] * N_max), got {self.action_space}")
+        self.action_dist_cls = TorchFactoredCategorical.get_partial_dist_cls(num_categories=nvec.pop())
+        self.build(
+            device_features=space["device"].shape[-1],
+            server_features=space["server"].shape[-1],
+            edge_features=space["edge"].shape[-1],
+            point_features=space["point"].shape[-1],
+        )
+
+    def build(self, *, device_features: int, server_features: int, edge_features: int,
+              point_features: int) -> None:
+        raise NotImplementedError
+
+    def encode(self, obs: dict[str, Tensor], with_embeddings: bool = True) -> tuple[Tensor, Tensor | None]:
+        """Unmasked logits ``(B, N, 1 + M*V)`` and, if asked, the embedding the value head
+        reads ``(B, E)`` (acting skips it: it is on the per-slot decision path)."""
+        raise NotImplementedError
+
+    def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Tensor]:
+        obs = batch[Columns.OBS]
+        logits, _ = self.encode(obs, with_embeddings=False)
+        return {Columns.ACTION_DIST_INPUTS: mask_logits(logits, obs["action_mask"], obs["device_mask"])}
+
+    def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Tensor]:
+        obs = batch[Columns.OBS]
+        logits, embeddings = self.encode(obs)
+        return {Columns.ACTION_DIST_INPUTS: mask_logits(logits, obs["action_mask"], obs["device_mask"]),
+                Columns.EMBEDDINGS: embeddings}
+
+    def compute_values(self, batch: dict[str, Any], embeddings: Tensor | None = None) -> Tensor:
+        if embeddings is None:
+            _, embeddings = self.encode(batch[Columns.OBS])
+        return self.value_head(embeddings).squeeze(-1)

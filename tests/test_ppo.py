@@ -1,0 +1,198 @@
+"""Real PPO through Ray Tune on the simulator: learning, checkpoints, resume, loaded-policy inference.
+
+One short training (tiny scenario, 0 env runners) is interrupted with SIGUSR1 (what Tune does
+on Ctrl-C) after its first checkpoints, resumed, and then shared by the tests below.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+
+from ray.rllib.algorithms.algorithm import Algorithm
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.rl_module import RLModule
+
+from grl_aecnn import tracking
+from grl_aecnn.config import load_config
+from grl_aecnn.policies.rules import RandomPolicy
+from grl_aecnn.profile import load_profile
+from grl_aecnn.rl.policy import load_rllib_policy, module_dir
+from grl_aecnn.rl.train import PolicyRun, TrainingInterrupted, train_ppo
+from grl_aecnn.rl.vector_env import MECVectorEnv
+from grl_aecnn.sim.env import MECEnv
+
+PROFILE_PATH = Path(__file__).parent / "fixtures" / "profile_small.json"
+ITERATIONS = 8
+TINY = [
+    "name=ppo-test",
+    "scenario.num_devices=4",
+    "scenario.num_servers=1",
+    "scenario.episode_slots=25",
+    f"policy.ppo.iterations={ITERATIONS}",
+    "policy.ppo.train_batch_size=400",
+    "policy.ppo.minibatch_size=100",
+    "policy.ppo.num_envs_per_env_runner=8",
+    "policy.ppo.num_env_runners=0",
+    "policy.ppo.checkpoint_frequency=1",
+    "policy.ppo.hidden=16",
+]
+
+
+def mean_slot_reward(policy, scenario, episodes: int = 4) -> float:
+    """Average slot reward of ``policy`` on fixed seeded episodes (actions never change the draws)."""
+    profile = load_profile(PROFILE_PATH)
+    rewards = []
+    for seed in range(episodes):
+        env = MECEnv(scenario, profile, ["aecnn"], seed=10_000 + seed)
+        obs, _ = env.reset(seed=10_000 + seed)
+        done = False
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(policy.act(obs))
+            rewards.append(reward)
+            done = terminated or truncated
+    return float(np.mean(rewards))
+
+
+def interrupt_when(path_glob: tuple[Path, str], timeout_s: float = 300.0) -> threading.Thread:
+    """Send SIGUSR1 to this process once a file matching the glob exists (Tune then stops gracefully)."""
+    folder, pattern = path_glob
+
+    def watch() -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if folder.exists() and any(folder.glob(pattern)):
+                os.kill(os.getpid(), signal.SIGUSR1)
+                return
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.fixture(scope="module")
+def trained(ray_local, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ppo")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    cfg = load_config("quick", TINY + [f"output_dir={root / 'out'}", f"tracking.tracking_uri={uri}"])
+    profile = load_profile(PROFILE_PATH)
+    runs = [PolicyRun("grl-aecnn", ("aecnn",))]
+    out = cfg.stage_dir("policies")
+    trial_dir = out / "tune" / "ppo" / "grl-aecnn"
+
+    watcher = interrupt_when((trial_dir, "checkpoint_000001"))
+    with tracking.stage_run(cfg, "policies") as first_stage:
+        with pytest.raises(TrainingInterrupted):
+            train_ppo(cfg, profile, runs, out, resume=False)
+    watcher.join()
+    with tracking.stage_run(cfg, "policies") as stage:
+        policies = train_ppo(cfg, profile, runs, out, resume=True)
+    mlflow.set_tracking_uri(uri)
+    return {"cfg": cfg, "policy": policies["grl-aecnn"], "trial_dir": trial_dir, "uri": uri,
+            "stage_runs": (first_stage.info.run_id, stage.info.run_id)}
+
+
+def test_resume_continues_the_iteration_count(trained) -> None:
+    results = [json.loads(line) for line in (trained["trial_dir"] / "result.json").read_text().splitlines()]
+    iterations = [r["training_iteration"] for r in results]
+    last = results[-1]
+    assert last["training_iteration"] == ITERATIONS == trained["policy"].iterations
+    # The resumed part started from a checkpoint: fewer iterations since the restore than in total,
+    # and no restart from iteration 1.
+    assert 0 < last["iterations_since_restore"] < ITERATIONS
+    assert iterations.count(1) == 1
+
+
+def test_ppo_improves_on_random(trained) -> None:
+    cfg = trained["cfg"]
+    results = [json.loads(line) for line in (trained["trial_dir"] / "result.json").read_text().splitlines()]
+    returns = [r["env_runners"]["episode_return_mean"] for r in results]
+    assert returns[-1] > returns[0]  # the sampling policy improved over its random start
+    policy = load_rllib_policy(trained["policy"].path)
+    assert mean_slot_reward(policy, cfg.scenario) > mean_slot_reward(RandomPolicy(seed=0), cfg.scenario) + 0.1
+
+
+def test_checkpoint_restores_the_same_action_distribution(trained) -> None:
+    checkpoint = trained["policy"].checkpoint
+    env = MECVectorEnv(MECEnv.env_config(trained["cfg"].scenario, PROFILE_PATH, ["aecnn"]), num_envs=16)
+    obs, _ = env.reset(seed=3)
+    batch = {Columns.OBS: {k: torch.from_numpy(v) for k, v in obs.items()}}
+    algo = Algorithm.from_checkpoint(str(checkpoint))
+    try:
+        from_algo = algo.get_module().forward_inference(batch)[Columns.ACTION_DIST_INPUTS]
+    finally:
+        algo.stop()
+    from_module = RLModule.from_checkpoint(module_dir(checkpoint)).forward_inference(batch)[Columns.ACTION_DIST_INPUTS]
+    exported = load_rllib_policy(trained["policy"].path).module.forward_inference(batch)[Columns.ACTION_DIST_INPUTS]
+    torch.testing.assert_close(from_module, from_algo)
+    torch.testing.assert_close(exported, from_algo)
+
+
+def test_loaded_policy_acts_like_rllib_greedy(trained) -> None:
+    policy = load_rllib_policy(trained["policy"].path)
+    module = RLModule.from_checkpoint(module_dir(trained["policy"].checkpoint))
+    env = MECEnv(trained["cfg"].scenario, load_profile(PROFILE_PATH), ["aecnn"], seed=5)
+    obs, _ = env.reset(seed=5)
+    for _ in range(10):
+        batch = {Columns.OBS: {k: torch.from_numpy(v)[None] for k, v in obs.items()}}
+        logits = module.forward_inference(batch)[Columns.ACTION_DIST_INPUTS]
+        greedy = module.get_inference_action_dist_cls().from_logits(logits).to_deterministic().sample()[0]
+        action = policy.act(obs)
+        assert action.dtype == np.int64 and action.shape == (obs["device_mask"].shape[0],)
+        np.testing.assert_array_equal(action, greedy.numpy())
+        obs, *_ = env.step(action)  # the env rejects any masked action
+
+
+@pytest.mark.parametrize("devices, servers", [(6, 1), (30, 4)])
+def test_policy_serves_other_network_sizes(trained, devices: int, servers: int) -> None:
+    """Trained at 4x1, acts validly unchanged at 6x1 and 30x4 (same 32x4 padding)."""
+    scenario = trained["cfg"].scenario.model_copy(update={"num_devices": devices, "num_servers": servers})
+    policy = load_rllib_policy(trained["policy"].path)
+    assert np.isfinite(mean_slot_reward(policy, scenario, episodes=1))
+
+
+def test_iterations_are_logged_to_mlflow_under_the_stage_run(trained) -> None:
+    client = mlflow.MlflowClient(trained["uri"])
+    runs = client.search_runs(
+        [client.get_experiment_by_name(trained["cfg"].tracking.experiment).experiment_id],
+        filter_string="tags.`grl_aecnn.policy` = 'grl-aecnn'",
+    )
+    parents = {run.data.tags.get("mlflow.parentRunId") for run in runs}
+    assert parents == set(trained["stage_runs"])  # one child run per attempt, each under its stage run
+    resumed = next(run for run in runs if run.data.tags["mlflow.parentRunId"] == trained["stage_runs"][1])
+    for key in ("episode_return_mean", "accuracy", "success_rate", "throughput", "env_steps_per_s", "policy_loss"):
+        assert key in resumed.data.metrics, key
+    history = client.get_metric_history(resumed.info.run_id, "episode_return_mean")
+    assert max(m.step for m in history) == ITERATIONS
+
+
+def test_vector_env_matches_single_env() -> None:
+    """The vectorised training env is MECEnv: same observations, rewards, infos and episode ends."""
+    cfg = load_config("quick", TINY)
+    env_config = MECEnv.env_config(cfg.scenario.model_copy(update={"episode_slots": 5}), PROFILE_PATH, ["aecnn"])
+    single, vector = MECEnv.from_env_config(env_config), MECVectorEnv(env_config, num_envs=1)
+    obs, _ = single.reset(seed=7)
+    vobs, _ = vector.reset(seed=7)
+    policy = RandomPolicy(seed=1)
+    for _ in range(12):
+        for key in obs:
+            np.testing.assert_array_equal(vobs[key][0], obs[key])
+        action = policy.act(obs)
+        obs, reward, _, truncated, info = single.step(action)
+        vobs, vreward, _, vtruncated, vinfo = vector.step(action[None])
+        assert vreward[0] == reward and vtruncated[0] == truncated
+        assert {k: vinfo[k][0] for k in info} == info
+        if truncated:  # Gymnasium next-step autoreset: the vector env resets on the following step
+            obs, _ = single.reset()
+            vobs, vreward, *_ = vector.step(action[None])
+            assert vreward[0] == 0
