@@ -85,10 +85,21 @@ def cmd_train_policy(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from grl_aecnn.pipeline import run_pipeline
-
     cfg = _config(args)
-    run_pipeline(cfg, resume=True, stop_after="evaluation", only="evaluation")
+    if args.profile is None:
+        from grl_aecnn.pipeline import run_pipeline
+
+        run_pipeline(cfg, resume=True, stop_after="evaluation", only="evaluation")
+        return 0
+    from grl_aecnn import tracking
+    from grl_aecnn.evaluation.harness import evaluate
+    from grl_aecnn.policies.registry import read_index
+
+    trained = read_index(args.policies) if args.policies else []
+    out = args.out or str(cfg.stage_dir("evaluation"))
+    with tracking.stage_run(cfg, "evaluation", profile=str(args.profile)):
+        summary = evaluate(args.profile, cfg.scenario, cfg.evaluation, out, trained=trained, seed=cfg.seed)
+    print(f"report: {summary['report']}")
     return 0
 
 
@@ -129,8 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--resume", action="store_true", help="continue from the last checkpoint (default)")
     group.add_argument("--fresh", action="store_true", help="start training over")
 
-    command("evaluate", "compare all policies on the same seeded episodes across the scenario sweep",
-            cmd_evaluate)
+    p = command("evaluate", "compare all policies on the same seeded episodes across the scenario sweep",
+                cmd_evaluate)
+    p.add_argument("--profile", metavar="PATH", default=None,
+                   help="evaluate on this codec profile directly (default: the pipeline's codec stage)")
+    p.add_argument("--policies", metavar="PATH", default=None,
+                   help="with --profile: a policies.json index of trained policies to include")
+    p.add_argument("--out", metavar="DIR", default=None, help="with --profile: output folder")
 
     cfg_parser = sub.add_parser("config", help="inspect configuration", description="inspect configuration")
     cfg_sub = cfg_parser.add_subparsers(dest="config_command", metavar="ACTION", required=True)

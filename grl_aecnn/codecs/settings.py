@@ -14,15 +14,25 @@ SplitName = Literal["stem", "layer1", "layer2", "layer3", "layer4"]
 class AECNNPoints(Section):
     kept_channels: list[int] = Field([1, 2, 4, 8, 16], min_length=1)
     bits: list[int] = Field([2, 4, 8], min_length=1)
+    attention_reduction: int = Field(4, ge=1, description="Hidden size of the attention MLP is C / this.")
+    attention_sparsity: float = Field(0.01, ge=0, description="L1 weight on the attention, sharpening the ranking.")
+    decoder_width: int = Field(64, ge=1, description="Channels inside the feature-recovery decoder.")
 
 
 class BottleNetPoints(Section):
     channels: list[int] = Field([1, 2, 4, 8], min_length=1, description="Encoder output channels.")
-    entropy_coded: list[bool] = Field([False, True], min_length=1)
+    entropy_coded: list[bool] = Field([False, True], min_length=1,
+                                      description="Profile variants of each trained model: as published, entropy-coded.")
+    stride: int = Field(2, ge=1, le=4, description="Spatial downsampling of the encoder.")
+    width: int = Field(64, ge=1)
+    channel: Literal["awgn", "erasure"] = "awgn"
+    max_noise: float = Field(0.1, ge=0, description="Upper end of the training AWGN std / erasure probability.")
 
 
 class DeepJSCCPoints(Section):
-    channels: list[int] = Field([1, 2, 4, 8], min_length=1, description="Real channel symbols per position / 2.")
+    channels: list[int] = Field([1, 2, 4, 8], min_length=1, description="Complex channel symbols per position.")
+    stride: int = Field(2, ge=1, le=4)
+    width: int = Field(64, ge=1)
     train_snr_db: float = 10.0
     eval_snr_db: list[float] = Field([-5.0, 0.0, 5.0, 10.0, 15.0, 20.0, 25.0], min_length=2)
 
@@ -33,8 +43,17 @@ class CodecsConfig(Section):
     aecnn: AECNNPoints = AECNNPoints()
     bottlenetpp: BottleNetPoints = BottleNetPoints()
     deepjscc: DeepJSCCPoints = DeepJSCCPoints()
+    train_samples: int | None = Field(None, ge=16, description="Training images for codec training (None: all).")
+    val_samples: int = Field(500, ge=16, description="Validation images for each trial's reported accuracy.")
+    test_samples: int | None = Field(None, ge=16, description="Test images measured for the profile (None: all).")
     epochs_per_step: int = Field(1, ge=1, description="Epochs for each step of step-by-step training.")
     batch_size: int = Field(128, ge=1)
     lr: float = Field(1e-3, gt=0)
+    feature_loss_weight: float = Field(1.0, ge=0, description="Weight of the feature MSE next to the task loss.")
+    tail_finetune: Literal["none", "first", "all"] = Field(
+        "all", description="Backbone tail modules trained in the joint step: none, the first stage, or all.")
     max_concurrent_trials: int = Field(2, ge=1)
     cpus_per_trial: float = Field(1.0, gt=0)
+    gpus_per_trial: float = Field(0.0, ge=0)
+    measure_workers: int = Field(2, ge=1, description="Ray Data actors measuring codecs on the test split.")
+    measure_batch_size: int = Field(128, ge=1)

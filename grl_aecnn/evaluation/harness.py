@@ -112,6 +112,17 @@ def default_specs(profile: CodecProfile, scenario: ScenarioConfig, ev: "Evaluati
     return specs
 
 
+NETWORK_AXIS = "network"  # values "NxM": N devices and M servers at once (generalisation)
+
+
+def parse_network(value: str) -> tuple[int, int]:
+    try:
+        n, m = (int(x) for x in str(value).lower().split("x"))
+    except ValueError:
+        raise ValueError(f"axis {NETWORK_AXIS}: {value!r} is not of the form NxM, e.g. 30x4") from None
+    return n, m
+
+
 def load_sweep(name_or_path: str) -> dict[str, list[Any]]:
     """The sweep's axes; each axis must be a ScenarioConfig field."""
     from grl_aecnn.config import PRESET_DIR
@@ -122,7 +133,7 @@ def load_sweep(name_or_path: str) -> dict[str, list[Any]]:
     if not path.exists():
         raise FileNotFoundError(f"sweep file not found: {name_or_path} (looked in {PRESET_DIR})")
     axes = (yaml.safe_load(path.read_text()) or {}).get("axes", {})
-    unknown = sorted(set(axes) - set(ScenarioConfig.model_fields))
+    unknown = sorted(set(axes) - set(ScenarioConfig.model_fields) - {NETWORK_AXIS})
     if unknown:
         raise ValueError(f"{path}: axes {unknown} are not scenario fields")
     return axes
@@ -136,9 +147,12 @@ def sweep_scenarios(base: ScenarioConfig, axes: dict[str, list[Any]], slots: int
     for axis, values in axes.items():
         for value in values:
             data = base.model_dump()
-            data[axis] = value
-            if axis == "num_devices":
-                data["max_devices"] = max(base.max_devices, value)
+            if axis == NETWORK_AXIS:
+                data["num_devices"], data["num_servers"] = parse_network(value)
+            else:
+                data[axis] = value
+            data["max_devices"] = max(base.max_devices, data["num_devices"])
+            data["max_servers"] = max(base.max_servers, data["num_servers"])
             out.append((axis, value, ScenarioConfig.model_validate(data)))
     return out
 

@@ -1,0 +1,65 @@
+"""Split tensors: run the frozen backbone head once, then measure codecs on them with Ray Data.
+
+The head is the same for every codec, so its outputs are computed once and shared (Tune
+trials get them through the object store). Measuring every trained codec on the test split
+is a Ray Data `map_batches` over those tensors with a pool of actors, so it scales out to
+a cluster by raising the pool size.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from data_pipelines.datasets import ImageSplit
+from data_pipelines.transforms import normalize, to_rgb
+
+
+@torch.no_grad()
+def extract_split_tensors(head: nn.Module, split: ImageSplit, indices: np.ndarray,
+                          batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Head outputs [n, C, H, W] float32 and labels [n] of the given items (no augmentation)."""
+    head.eval()
+    outputs = []
+    for start in range(0, len(indices), batch_size):
+        chunk = indices[start:start + batch_size]
+        images = torch.stack([normalize(to_rgb(split.image_uint8(int(i)))) for i in chunk])
+        outputs.append(head(images))
+    labels = torch.as_tensor(split.labels[indices], dtype=torch.long)
+    return torch.cat(outputs).contiguous(), labels
+
+
+def png_sizes(split: ImageSplit, indices: np.ndarray) -> np.ndarray:
+    """Bytes of each raw input image as a PNG (the raw-image reference point's payload)."""
+    from PIL import Image
+
+    sizes = []
+    for i in indices:
+        buf = io.BytesIO()
+        Image.fromarray(split.raw_image(int(i))).save(buf, format="PNG", optimize=True)
+        sizes.append(buf.tell())
+    return np.asarray(sizes, dtype=np.int64)
+
+
+def split_tensor_dataset(z: np.ndarray, labels: np.ndarray, blocks: int) -> "Any":
+    """A Ray Dataset with one row per sample: index, tensor [C, H, W] float32, label."""
+    import ray.data
+
+    rows = [{"index": i, "tensor": z[i], "label": int(labels[i])} for i in range(len(z))]
+    return ray.data.from_items(rows, override_num_blocks=max(1, min(blocks, len(rows))))
+
+
+def measure_dataset(ds: "Any", udf: type, constructor_kwargs: dict[str, Any], workers: int,
+                    batch_size: int, cpus_per_worker: float = 1.0) -> "Any":
+    """Run a measuring actor class over the dataset; returns its output rows as a pandas frame."""
+    from ray.data import ActorPoolStrategy
+
+    out = ds.map_batches(udf, fn_constructor_kwargs=constructor_kwargs, batch_size=batch_size,
+                         batch_format="numpy", compute=ActorPoolStrategy(size=workers), num_cpus=cpus_per_worker)
+    frame = out.to_pandas()
+    # Arrow-backed columns treat NaN as a value, not as missing: hand back plain NumPy columns.
+    return type(frame)({name: frame[name].to_numpy() for name in frame.columns})

@@ -1,0 +1,116 @@
+"""AECNN: channel-attention pruning of the split tensor, b-bit quantisation, static entropy
+coding, and a lightweight feature-recovery decoder on the server.
+
+The device runs no network beyond the backbone head: it keeps the k channels that the
+attention module ranked most important over the training set, quantises them and codes
+them. The server decodes the symbols and rebuilds all C channels with a few convolutions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from grl_aecnn.codecs import quantize as q
+from grl_aecnn.codecs.bitstream import BitstreamError, Header, pack, unpack
+from grl_aecnn.codecs.entropy import SymbolModel
+
+
+class ChannelAttention(nn.Module):
+    """CBAM channel attention: w = sigmoid(MLP(GAP(z)) + MLP(GMP(z))) with one shared MLP."""
+
+    def __init__(self, channels: int, reduction: int = 4):
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.mlp(z.mean(dim=(2, 3))) + self.mlp(z.amax(dim=(2, 3))))
+
+
+def top_channels(importance: np.ndarray, k: int) -> tuple[int, ...]:
+    """The k most important channels, in increasing index order (ties: lower index first)."""
+    order = np.argsort(-np.asarray(importance), kind="stable")
+    return tuple(sorted(int(i) for i in order[:k]))
+
+
+class FeatureRecovery(nn.Module):
+    """k received channels -> C channels: the received ones put back in place plus a learned
+    prediction of all channels (a few 3x3 convs at the split resolution)."""
+
+    def __init__(self, channels: tuple[int, ...], out_channels: int, width: int = 64):
+        super().__init__()
+        self.register_buffer("index", torch.tensor(channels, dtype=torch.long), persistent=False)
+        self.out_channels = out_channels
+        k = len(channels)
+        self.net = nn.Sequential(
+            nn.Conv2d(k, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.Conv2d(width, out_channels, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        placed = x.new_zeros(x.shape[0], self.out_channels, *x.shape[2:])
+        placed[:, self.index] = x
+        return torch.relu(placed + self.net(x))
+
+
+class AECNNCodec(nn.Module):
+    """Encoder (select, quantise, entropy-code) and decoder (entropy-decode, dequantise, recover)."""
+
+    kind = "aecnn"
+
+    def __init__(self, shape: tuple[int, int, int], channels: tuple[int, ...], bits: int, width: int = 64):
+        super().__init__()
+        self.shape, self.channels, self.bits = tuple(shape), tuple(channels), bits
+        self.recovery = FeatureRecovery(self.channels, shape[0], width)
+        self.symbols: SymbolModel | None = None
+
+    # -- training path (differentiable after the quantiser; the head is frozen) ---------------
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.recovery(q.fake_quantize(z[:, list(self.channels)], self.bits))
+
+    def fit_symbols(self, z: torch.Tensor) -> None:
+        """Fit the static per-channel symbol model on training split tensors [N, C, H, W]."""
+        kept = z[:, list(self.channels)].numpy()
+        syms = np.stack([q.quantize(x, q.scale_codes(x), self.bits) for x in kept])
+        self.symbols = SymbolModel.fit(syms, q.levels(self.bits) + 1)
+
+    # -- bitstream path (one sample) ------------------------------------------------------
+    def quantized(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(scale codes, symbols) of one [C, H, W] split tensor."""
+        kept = np.ascontiguousarray(z[list(self.channels)], dtype=np.float32)
+        codes = q.scale_codes(kept)
+        return codes, q.quantize(kept, codes, self.bits)
+
+    def dequantized(self, z: np.ndarray) -> np.ndarray:
+        """What the server will see for z: the kept channels after quantisation, [k, H, W]."""
+        codes, syms = self.quantized(z)
+        return q.dequantize(syms, codes, self.bits)
+
+    def encode(self, z: np.ndarray) -> bytes:
+        if tuple(z.shape) != self.shape:
+            raise ValueError(f"expected a split tensor of shape {self.shape}, got {tuple(z.shape)}")
+        codes, syms = self.quantized(z)
+        header = Header(self.kind, self.shape, self.bits, True, self.channels, codes.tobytes())
+        return pack(header, self._model().encode(syms))
+
+    def decode(self, data: bytes) -> np.ndarray:
+        """Bitstream -> dequantised kept channels [k, H, W]; BitstreamError on any fault."""
+        header, payload = unpack(data)
+        expected = Header(self.kind, self.shape, self.bits, True, self.channels, header.scale_codes)
+        if header != expected or len(header.scale_codes) != len(self.channels):
+            raise BitstreamError(f"stream header {header} does not match this codec "
+                                 f"(shape {self.shape}, channels {self.channels}, {self.bits} bits)")
+        syms = self._model().decode(payload, header.symbols_shape)
+        return q.dequantize(syms, np.frombuffer(header.scale_codes, dtype=np.uint8), self.bits)
+
+    def restore(self, x: torch.Tensor) -> torch.Tensor:
+        """Decoded kept channels [N, k, H, W] -> recovered split tensor [N, C, H, W]."""
+        return self.recovery(x)
+
+    def _model(self) -> SymbolModel:
+        if self.symbols is None:
+            raise RuntimeError("fit_symbols() or a loaded symbol model is needed before coding")
+        return self.symbols

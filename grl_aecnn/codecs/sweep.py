@@ -1,0 +1,396 @@
+"""The codecs stage: a Ray Tune sweep over (codec, operating point), then real-bitstream
+measurement on the test split, then the codec profile (SPEC 3.1) and the rate-accuracy plot.
+
+Cost control (the quick preset has a few minutes on 2 cores): the frozen head runs once and
+its split tensors are shared through the object store; the channel ranking is trained once
+and shared by every AECNN point; trials train on a subset; one Ray Data pass measures all
+points. Resume: split tensors, ranking and Tune state live in the stage folder, and
+`Tuner.restore` reruns only the trials that had not finished.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from grl_aecnn.backbone.split import count_flops, split_info, split_resnet
+from grl_aecnn.codecs.measure import CLEAN, CodecMeasurer, bnpp_variant_id
+from grl_aecnn.codecs.settings import CodecsConfig
+from grl_aecnn.codecs.store import build_codec, load_codec, point_specs, save_codec
+from grl_aecnn.codecs.training import accuracy, train_attention, train_codec
+from grl_aecnn.config import ExperimentConfig
+from grl_aecnn.profile import PROFILE_VERSION, BackboneInfo, CodecProfile, OperatingPoint, SnrPoint
+
+STAGE = "codecs"
+TENSORS_FILE = "split_tensors.safetensors"
+IMPORTANCE_FILE = "importance.json"
+PROFILE_FILE = "profile.json"
+PLOT_FILE = "rate_accuracy.png"
+TUNE_NAME = "tune"
+WEIGHTS_FILE = "codec.safetensors"
+
+
+@dataclass
+class SweepInputs:
+    """Everything a trial or the measurement needs, computed once in the driver."""
+
+    arch: str
+    num_classes: int
+    dataset: str
+    input_size: int
+    split: str
+    state: dict[str, torch.Tensor]
+    tensors: dict[str, torch.Tensor]  # train_z, train_y, val_z, val_y, test_z, test_y, test_png
+    importance: np.ndarray | None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.tensors["train_z"].shape[1:])
+
+
+def train_codecs(cfg: ExperimentConfig, resume: bool) -> dict[str, Any]:
+    """Pipeline stage: train every codec point, measure it, write profile.json and the plot."""
+    from data_pipelines.datasets import load_splits
+    from grl_aecnn.backbone.io import load_trained_backbone
+
+    model, meta = load_trained_backbone(cfg)
+    return run_sweep(cfg, resume, model, meta, load_splits(cfg.data))
+
+
+def run_sweep(cfg: ExperimentConfig, resume: bool, model: torch.nn.Module, meta: dict[str, Any],
+              splits: Any) -> dict[str, Any]:
+    """The stage on an explicit backbone (eval mode) and dataset splits."""
+    from grl_aecnn.runtime import init_ray
+
+    init_ray(cfg)
+    stage = cfg.stage_dir(STAGE)
+    if not resume:
+        for name in (TUNE_NAME, TENSORS_FILE, IMPORTANCE_FILE, "codecs"):
+            path = stage / name
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    inputs = prepare_inputs(cfg, model, meta, splits, stage)
+    specs = point_specs(cfg.codecs, inputs.importance, inputs.shape[0])
+    blobs = run_trials(cfg, inputs, specs, stage, resume)
+    weights_dir = stage / "codecs"
+    weights_dir.mkdir(exist_ok=True)
+    for point_id, blob in blobs.items():
+        (weights_dir / f"{point_id}.safetensors").write_bytes(blob)
+    frame = measure_points(cfg, inputs, [blobs[s["id"]] for s in specs])
+    profile = build_profile(cfg, inputs, model, frame, blobs)
+    path = profile.save(stage / PROFILE_FILE)
+    plot_rate_accuracy(profile, stage / PLOT_FILE, cfg.codecs.deepjscc.train_snr_db)
+    summary = summarize(profile, path)
+    _log_stage(stage, summary)
+    return summary
+
+
+# -- inputs --------------------------------------------------------------------------------
+
+def _subset(labels: np.ndarray, n: int | None, seed: int, stream: int) -> np.ndarray:
+    from data_pipelines.datasets import stratified_subset
+
+    return np.arange(len(labels)) if n is None else stratified_subset(labels, n, seed, stream)
+
+
+def prepare_inputs(cfg: ExperimentConfig, model: torch.nn.Module, meta: dict[str, Any], splits: Any,
+                   stage: Path) -> SweepInputs:
+    """Split tensors of the train/val/test subsets and the channel ranking, cached in the stage folder."""
+    from data_pipelines.split_tensors import extract_split_tensors, png_sizes
+
+    c = cfg.codecs
+    cache = stage / TENSORS_FILE
+    if cache.exists():
+        tensors = load_file(str(cache))
+    else:
+        head, _ = split_resnet(model.eval(), c.split)
+        tensors = {}
+        for name, split, n, stream in (("train", splits.train, c.train_samples, 101),
+                                       ("val", splits.val, c.val_samples, 102),
+                                       ("test", splits.test, c.test_samples, 103)):
+            idx = _subset(split.labels, n, cfg.seed, stream)
+            tensors[f"{name}_z"], tensors[f"{name}_y"] = extract_split_tensors(head, split, idx)
+            if name == "test":
+                tensors["test_png"] = torch.from_numpy(png_sizes(split, idx))
+        save_file(tensors, str(cache))
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    inputs = SweepInputs(meta.get("arch", "resnet18"), int(meta.get("num_classes", splits.num_classes)),
+                         meta.get("dataset", splits.name), cfg.data.input_size, c.split, state, tensors, None)
+    if "aecnn" in c.train:
+        inputs.importance = _importance(cfg, inputs, stage)
+    return inputs
+
+
+def _tail(inputs: SweepInputs) -> torch.nn.Module:
+    from grl_aecnn.backbone.models import build_model
+
+    model = build_model(inputs.arch, inputs.num_classes)
+    model.load_state_dict(inputs.state)
+    return split_resnet(model.eval(), inputs.split)[1]
+
+
+def _importance(cfg: ExperimentConfig, inputs: SweepInputs, stage: Path) -> np.ndarray:
+    path = stage / IMPORTANCE_FILE
+    if path.exists():
+        return np.asarray(json.loads(path.read_text())["importance"])
+    t = inputs.tensors
+    importance = train_attention(_tail(inputs), t["train_z"], t["train_y"], cfg.codecs, cfg.seed)
+    order = np.argsort(-importance, kind="stable")
+    path.write_text(json.dumps({"split": inputs.split, "importance": importance.tolist(),
+                                "ranking": order.tolist()}, indent=1))
+    return importance
+
+
+# -- Tune ------------------------------------------------------------------------------------
+
+def _trial(config: dict[str, Any], shared: dict[str, Any]) -> None:
+    """One Tune trial: train one codec point, log it as a nested MLflow run, checkpoint its weights."""
+    import mlflow
+    from ray import tune
+
+    spec = config["point"]
+    done = tune.get_checkpoint()
+    if done is not None:  # restored after an interruption that came after this trial had finished
+        with done.as_directory() as d:
+            tune.report(json.loads((Path(d) / "metrics.json").read_text()), checkpoint=done)
+        return
+    torch.set_num_threads(max(1, int(shared["cpus"])))
+    inputs: SweepInputs = shared["inputs"]
+    cfg = CodecsConfig.model_validate(shared["codecs"])
+    t = inputs.tensors
+    tail = _tail(inputs)
+    codec = build_codec(spec, inputs.shape)
+    seed = shared["seed"] ^ zlib.crc32(spec["id"].encode())
+    mlflow.set_tracking_uri(shared["mlflow"]["uri"])
+    with mlflow.start_run(experiment_id=shared["mlflow"]["experiment_id"], run_name=f"codec/{spec['id']}",
+                          tags={**shared["mlflow"]["tags"], "grl_aecnn.stage": "codecs.trial"}):
+        mlflow.log_params({k: json.dumps(v) if isinstance(v, list) else v for k, v in spec.items()})
+        step = iter(range(1_000_000))
+        trained = train_codec(codec, tail, t["train_z"], t["train_y"], cfg, seed,
+                              lambda name, m: mlflow.log_metrics({f"{name}.{k}": v for k, v in m.items()},
+                                                                 step=next(step)))
+        val_acc = accuracy(codec, tail, t["val_z"], t["val_y"])
+        mlflow.log_metric("val_accuracy", val_acc)
+        blob = save_codec(codec, spec, inputs.shape, tail, trained)
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / WEIGHTS_FILE).write_bytes(blob)
+            (Path(tmp) / "metrics.json").write_text(json.dumps({"val_accuracy": val_acc}))
+            artifact = Path(tmp) / "artifact" / f"{spec['id']}.safetensors"
+            artifact.parent.mkdir()
+            artifact.write_bytes(blob)
+            mlflow.log_artifact(str(artifact), artifact_path="codecs")
+            tune.report({"val_accuracy": val_acc}, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def _mlflow_info(cfg: ExperimentConfig) -> dict[str, Any]:
+    import mlflow
+
+    from grl_aecnn.tracking import child_run_tags, setup, tracking_uri
+
+    active = mlflow.active_run()
+    experiment_id = active.info.experiment_id if active else setup(cfg).get_experiment_by_name(
+        cfg.tracking.experiment).experiment_id
+    return {"uri": tracking_uri(cfg), "experiment_id": experiment_id, "tags": child_run_tags()}
+
+
+def run_trials(cfg: ExperimentConfig, inputs: SweepInputs, specs: list[dict[str, Any]], stage: Path,
+               resume: bool) -> dict[str, bytes]:
+    """Fit (or restore and finish) the Tune experiment; the weights file of every point."""
+    from ray import tune
+
+    c = cfg.codecs
+    shared = {"inputs": inputs, "codecs": c.model_dump(mode="json"), "seed": cfg.seed, "cpus": c.cpus_per_trial,
+              "mlflow": _mlflow_info(cfg)}
+    trainable = tune.with_resources(tune.with_parameters(_trial, shared=shared),
+                                    {"cpu": c.cpus_per_trial, "gpu": c.gpus_per_trial})
+    path = stage / TUNE_NAME
+    if resume and tune.Tuner.can_restore(str(path)):
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"point": tune.grid_search(specs)},
+            tune_config=tune.TuneConfig(metric="val_accuracy", mode="max",
+                                        max_concurrent_trials=c.max_concurrent_trials),
+            run_config=tune.RunConfig(name=TUNE_NAME, storage_path=str(stage), verbose=0,
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+        )
+    grid = tuner.fit()
+    blobs: dict[str, bytes] = {}
+    for result in grid:
+        if result.error is None and result.checkpoint is not None:
+            with result.checkpoint.as_directory() as d:
+                blobs[result.config["point"]["id"]] = (Path(d) / WEIGHTS_FILE).read_bytes()
+    missing = [s["id"] for s in specs if s["id"] not in blobs]
+    if missing:
+        errors = "; ".join(f"{r.config['point']['id']}: {r.error}" for r in grid if r.error is not None)
+        raise RuntimeError(f"codec trials did not finish: {missing} ({errors or 'stopped early'}); "
+                           f"rerun with resume to finish them")
+    return blobs
+
+
+# -- measurement and profile -------------------------------------------------------------------
+
+def measure_points(cfg: ExperimentConfig, inputs: SweepInputs, blobs: list[bytes]) -> Any:
+    """One Ray Data pass over the test split tensors measuring every point (and the clean tail)."""
+    import ray
+
+    from data_pipelines.split_tensors import measure_dataset, split_tensor_dataset
+
+    c = cfg.codecs
+    t = inputs.tensors
+    backbone = ray.put({"arch": inputs.arch, "num_classes": inputs.num_classes, "split": inputs.split,
+                        "state": inputs.state})
+    ds = split_tensor_dataset(t["test_z"].numpy(), t["test_y"].numpy(), blocks=4 * c.measure_workers)
+    kwargs = {"backbone": backbone, "codecs": ray.put(blobs), "eval_snr_db": _eval_snrs(c),
+              "bnpp_variants": c.bottlenetpp.entropy_coded, "seed": cfg.seed}
+    return measure_dataset(ds, CodecMeasurer, kwargs, c.measure_workers, c.measure_batch_size)
+
+
+def _eval_snrs(c: CodecsConfig) -> list[float]:
+    return sorted(set(c.deepjscc.eval_snr_db) | {c.deepjscc.train_snr_db})
+
+
+def codec_flops(codec: torch.nn.Module, shape: tuple[int, int, int]) -> tuple[float, float]:
+    """(device-side encoder, server-side decoder) FLOPs of one sample."""
+    z = torch.zeros(1, *shape)
+    if codec.kind == "aecnn":
+        return 0.0, count_flops(codec.recovery, z[:, list(codec.channels)])
+    with torch.no_grad():
+        code = codec.encoder(z)
+    restore_in = codec.channel(code) if codec.kind == "bottlenetpp" else code
+    return count_flops(codec.encoder, z), count_flops(codec.decoder, restore_in)
+
+
+def build_profile(cfg: ExperimentConfig, inputs: SweepInputs, model: torch.nn.Module, frame: Any,
+                  blobs: dict[str, bytes]) -> CodecProfile:
+    info = split_info(model, inputs.split, inputs.input_size)
+    digital = frame[frame.snr_db.isna()].groupby("point").agg(
+        accuracy=("correct", "mean"), payload=("payload_bytes", "mean"), enc=("encode_ms", "mean"),
+        dec=("decode_ms", "mean"))
+    clean = float(digital.loc[CLEAN, "accuracy"])
+    png = float(inputs.tensors["test_png"].double().mean())
+    backbone = BackboneInfo(arch=inputs.arch, input_size=inputs.input_size, dataset=inputs.dataset,
+                            num_classes=inputs.num_classes, clean_accuracy=clean, total_flops=info.total_flops,
+                            split=inputs.split, split_shape=info.shape, input_bytes_mean=png)
+    points = [
+        OperatingPoint(id="local", codec="local", accuracy=clean, device_flops=info.total_flops, server_flops=0.0),
+        OperatingPoint(id="raw-image", codec="raw-image", payload_bytes=png, accuracy=clean, device_flops=0.0,
+                       server_flops=info.total_flops, compression_ratio=info.float32_bytes / png),
+        OperatingPoint(id="float32", codec="float32", split=inputs.split, payload_bytes=float(info.float32_bytes),
+                       accuracy=clean, device_flops=info.head_flops, server_flops=info.tail_flops,
+                       compression_ratio=1.0),
+    ]
+    tail = _tail(inputs)
+    for blob in blobs.values():
+        codec, spec = load_codec(blob, tail)
+        enc_flops, dec_flops = codec_flops(codec, inputs.shape)
+        common = {"split": inputs.split, "device_flops": info.head_flops + enc_flops,
+                  "server_flops": dec_flops + info.tail_flops}
+        if spec["codec"] == "deepjscc":
+            rows = frame[frame.point == spec["id"]].groupby("snr_db").agg(
+                accuracy=("correct", "mean"), enc=("encode_ms", "mean"), dec=("decode_ms", "mean"))
+            table = [SnrPoint(snr_db=float(s), accuracy=float(a)) for s, a in rows.accuracy.items()]
+            at_train = rows.loc[spec["train_snr_db"]]
+            points.append(OperatingPoint(id=spec["id"], codec="deepjscc", kept_channels=spec["channels"],
+                                         channel_uses=float(codec.channel_uses), accuracy=float(at_train.accuracy),
+                                         accuracy_vs_snr=table, encode_ms=float(at_train.enc),
+                                         decode_ms=float(at_train.dec), **common))
+            continue
+        variants = ([(bnpp_variant_id(spec["id"], e), e) for e in cfg.codecs.bottlenetpp.entropy_coded]
+                    if spec["codec"] == "bottlenetpp" else [(spec["id"], True)])
+        for point_id, entropy_coded in variants:
+            row = digital.loc[point_id]
+            points.append(OperatingPoint(
+                id=point_id, codec=spec["codec"],
+                kept_channels=spec["kept_channels"] if spec["codec"] == "aecnn" else spec["channels"],
+                bits=spec.get("bits", 8), entropy_coded=entropy_coded, payload_bytes=float(row.payload),
+                accuracy=float(row.accuracy), encode_ms=float(row.enc), decode_ms=float(row.dec),
+                compression_ratio=info.float32_bytes / float(row.payload), **common))
+    return CodecProfile(version=PROFILE_VERSION, backbone=backbone, points=points)
+
+
+def capacity_bytes(point: OperatingPoint, snr_db: float) -> float:
+    """Bytes a capacity-achieving digital link would carry in an analog point's channel uses."""
+    return float(point.channel_uses) * np.log2(1 + 10 ** (snr_db / 10)) / 8
+
+
+def plot_rate_accuracy(profile: CodecProfile, path: Path, train_snr_db: float) -> Path:
+    """Accuracy vs payload bytes (log x), one curve per codec (AECNN: one per bit depth)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves: dict[str, list[tuple[float, float]]] = {}
+    for p in profile.points:
+        if p.codec == "aecnn":
+            curves.setdefault(f"AECNN {p.bits}-bit", []).append((p.payload_bytes, p.accuracy))
+        elif p.codec == "bottlenetpp":
+            label = "BottleNet++ + entropy coder" if p.entropy_coded else "BottleNet++ (8-bit, as published)"
+            curves.setdefault(label, []).append((p.payload_bytes, p.accuracy))
+        elif p.codec == "deepjscc":
+            curves.setdefault(f"DeepJSCC (capacity bytes at {train_snr_db:g} dB)", []).append(
+                (capacity_bytes(p, train_snr_db), p.accuracy))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, pts in sorted(curves.items()):
+        xs, ys = zip(*sorted(pts))
+        ax.plot(xs, ys, marker="o", label=label)
+    for pid, marker in (("raw-image", "s"), ("float32", "^")):
+        p = next((q for q in profile.points if q.id == pid), None)
+        if p is not None:
+            ax.scatter([p.payload_bytes], [p.accuracy], marker=marker, color="k", zorder=3, label=pid)
+    ax.axhline(profile.backbone.clean_accuracy, color="grey", ls="--", lw=1, label="clean backbone")
+    f32 = profile.backbone.split_shape[0] * profile.backbone.split_shape[1] * profile.backbone.split_shape[2] * 4
+    ax.axvline(f32 / 256, color="grey", ls=":", lw=1, label="256x smaller than float32")
+    ax.set_xscale("log")
+    ax.set_xlabel("payload per sample [bytes]")
+    ax.set_ylabel("top-1 accuracy (test)")
+    ax.set_title(f"{profile.backbone.arch} / {profile.backbone.dataset}, split {profile.backbone.split}")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def best_aecnn(profile: CodecProfile, min_ratio: float = 256.0) -> OperatingPoint | None:
+    """The most accurate AECNN point at least `min_ratio` times smaller than the float32 tensor."""
+    cands = [p for p in profile.points if p.codec == "aecnn" and (p.compression_ratio or 0) >= min_ratio]
+    return max(cands, key=lambda p: (p.accuracy, p.compression_ratio), default=None)
+
+
+def summarize(profile: CodecProfile, path: Path) -> dict[str, Any]:
+    best = best_aecnn(profile)
+    clean = profile.backbone.clean_accuracy
+    return {
+        "profile": str(path),
+        "points": len(profile.points),
+        "clean_accuracy": clean,
+        "best_aecnn_256x": None if best is None else {
+            "id": best.id, "payload_bytes": best.payload_bytes, "compression_ratio": best.compression_ratio,
+            "accuracy": best.accuracy, "loss_points": 100 * (clean - best.accuracy)},
+    }
+
+
+def _log_stage(stage: Path, summary: dict[str, Any]) -> None:
+    import mlflow
+
+    if mlflow.active_run() is None:
+        return
+    mlflow.log_artifact(str(stage / PROFILE_FILE))
+    mlflow.log_artifact(str(stage / PLOT_FILE))
+    mlflow.log_metric("clean_accuracy", summary["clean_accuracy"])
+    best = summary["best_aecnn_256x"]
+    if best:
+        mlflow.log_metrics({"aecnn_256x_accuracy": best["accuracy"], "aecnn_256x_ratio": best["compression_ratio"]})

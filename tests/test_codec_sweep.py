@@ -1,0 +1,115 @@
+"""The codecs stage end to end on digits: Tune trials on a real local Ray, MLflow child runs,
+Ray Data measurement, a valid profile, and resume after an interruption."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+
+import numpy as np
+from safetensors.torch import load_file
+
+from grl_aecnn import tracking
+from grl_aecnn.backbone.split import split_resnet
+from grl_aecnn.codecs.store import load_codec
+from grl_aecnn.codecs.sweep import TUNE_NAME, run_sweep
+from grl_aecnn.profile import load_profile
+
+
+def interrupt_after_first_checkpoint(tune_dir: Path) -> threading.Event:
+    """Send SIGUSR1, Tune's own stop signal (as Ctrl+C), once one trial has saved its checkpoint;
+    setting the returned event cancels the watch."""
+    cancel = threading.Event()
+
+    def watch() -> None:
+        while not cancel.wait(0.2):
+            if list(tune_dir.glob("*/checkpoint_*/codec.safetensors")):
+                os.kill(os.getpid(), signal.SIGUSR1)
+                return
+
+    threading.Thread(target=watch, daemon=True).start()
+    return cancel
+
+
+@pytest.fixture()
+def sweep_config(tiny_config):
+    from grl_aecnn.config import load_config
+
+    overrides = [f"{k}={v}" for k, v in {
+        "name": "tiny", "output_dir": tiny_config.output_dir, "data.dataset": "digits", "data.input_size": 32,
+        "ray.num_cpus": 2, "codecs.train": "[aecnn, bottlenetpp]", "codecs.aecnn.kept_channels": "[2]",
+        "codecs.aecnn.bits": "[2]", "codecs.bottlenetpp.channels": "[1]", "codecs.train_samples": 96,
+        "codecs.val_samples": 32, "codecs.test_samples": 48, "codecs.batch_size": 48,
+        "codecs.max_concurrent_trials": 1, "codecs.measure_workers": 1, "codecs.measure_batch_size": 24,
+        "codecs.aecnn.decoder_width": 16, "codecs.bottlenetpp.width": 16, "codecs.tail_finetune": "first",
+    }.items()]
+    return load_config("quick", overrides)
+
+
+def _digits_backbone(cfg):
+    from data_pipelines.datasets import load_splits
+    from grl_aecnn.backbone.models import build_model
+
+    torch.manual_seed(0)
+    splits = load_splits(cfg.data)
+    model = build_model("resnet18", splits.num_classes).eval()
+    meta = {"arch": "resnet18", "num_classes": splits.num_classes, "dataset": "digits", "input_size": 32}
+    return model, meta, splits
+
+
+def _trial_runs(experiment: str) -> list[str]:
+    runs = mlflow.search_runs(experiment_names=[experiment], filter_string="tags.`grl_aecnn.stage` = 'codecs.trial'")
+    return sorted(runs["tags.mlflow.runName"])
+
+
+def test_sweep_writes_profile_and_resumes(ray_local, sweep_config):
+    cfg = sweep_config
+    model, meta, splits = _digits_backbone(cfg)
+    with tracking.stage_run(cfg, "codecs") as parent:
+        cancel = interrupt_after_first_checkpoint(cfg.run_dir / "codecs" / TUNE_NAME)
+        try:
+            with pytest.raises(RuntimeError, match="did not finish"):
+                run_sweep(cfg, False, model, meta, splits)
+        finally:
+            cancel.set()
+        first = _trial_runs(cfg.tracking.experiment)
+        assert len(first) == 1, first
+        summary = run_sweep(cfg, True, model, meta, splits)
+    runs = _trial_runs(cfg.tracking.experiment)
+    # the finished trial was not trained again: one child run per point in all
+    assert runs == ["codec/aecnn-k2-b2", "codec/bottlenetpp-c1"]
+    child = mlflow.search_runs(experiment_names=[cfg.tracking.experiment],
+                               filter_string="tags.`grl_aecnn.stage` = 'codecs.trial'")
+    assert set(child["tags.mlflow.parentRunId"]) == {parent.info.run_id}
+    assert (child["status"] == "FINISHED").all()
+
+    stage = cfg.run_dir / "codecs"
+    profile = load_profile(summary["profile"])
+    ids = {p.id for p in profile.points}
+    assert ids == {"local", "raw-image", "float32", "aecnn-k2-b2", "bottlenetpp-c1", "bottlenetpp-c1-ec"}
+    assert summary["points"] == 6
+    assert (stage / "rate_accuracy.png").stat().st_size > 1000
+    assert (stage / "codecs" / "aecnn-k2-b2.safetensors").exists()
+    assert (stage / TUNE_NAME).is_dir()
+    ranking = json.loads((stage / "importance.json").read_text())["ranking"]
+    aecnn = next(p for p in profile.points if p.id == "aecnn-k2-b2")
+    assert aecnn.kept_channels == 2 and aecnn.bits == 2
+    assert 0 < aecnn.payload_bytes < 4 * 64 * 8 * 8 and aecnn.compression_ratio > 1
+    local = profile.local_point()
+    assert local.server_flops == 0 and local.device_flops == profile.backbone.total_flops
+    assert len(ranking) == profile.backbone.split_shape[0]
+
+    # the pruned channels are the top of the importance ranking, and the profile's payload is
+    # the mean length of real bitstreams of the test split tensors
+    tail = split_resnet(model, "stem")[1]
+    codec, spec = load_codec((stage / "codecs" / "aecnn-k2-b2.safetensors").read_bytes(), tail)
+    assert list(codec.channels) == sorted(ranking[:2])
+    test_z = load_file(str(stage / "split_tensors.safetensors"))["test_z"].numpy()
+    assert aecnn.payload_bytes == pytest.approx(np.mean([len(codec.encode(x)) for x in test_z]))

@@ -1,0 +1,134 @@
+"""Codecs on real ResNet-18 tails: quantiser bounds, exact round trips, importance-ranked
+pruning, training steps, weights files, and profile validation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from grl_aecnn.backbone.models import build_model
+from grl_aecnn.backbone.split import split_resnet
+from grl_aecnn.codecs import quantize as q
+from grl_aecnn.codecs.aecnn import AECNNCodec, top_channels
+from grl_aecnn.codecs.bottlenetpp import BottleNetPPCodec
+from grl_aecnn.codecs.deepjscc import DeepJSCCCodec, power_normalize
+from grl_aecnn.codecs.settings import CodecsConfig
+from grl_aecnn.codecs.store import build_codec, load_codec, point_specs, save_codec
+from grl_aecnn.codecs.training import accuracy, train_attention, train_codec
+from grl_aecnn.profile import ProfileError, load_profile
+
+SHAPE = (64, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def data():
+    torch.manual_seed(0)
+    model = build_model("resnet18", 10).eval()
+    head, tail = split_resnet(model, "stem")
+    with torch.no_grad():
+        z = head(torch.randn(48, 3, 32, 32))
+    return tail, z, torch.randint(0, 10, (48,))
+
+
+def test_quantiser_never_clips_and_errs_at_most_half_a_step():
+    rng = np.random.default_rng(0)
+    x = np.maximum(rng.normal(size=(4, 8, 8)) * 3, 0).astype(np.float32)
+    for bits in (1, 2, 4, 8):
+        codes = q.scale_codes(x)
+        assert np.all(q.SCALE_TABLE[codes] >= x.reshape(4, -1).max(1))
+        step = q.SCALE_TABLE[codes] / q.levels(bits)
+        err = np.abs(q.dequantize(q.quantize(x, codes, bits), codes, bits) - x)
+        assert np.all(err <= step[:, None, None] / 2 + 1e-6)
+        fake = q.fake_quantize(torch.from_numpy(x)[None], bits)[0].numpy()
+        assert np.allclose(fake, q.dequantize(q.quantize(x, codes, bits), codes, bits), atol=1e-6)
+
+
+def test_pruned_channels_follow_the_importance_ranking():
+    importance = np.array([0.1, 0.9, 0.3, 0.8, 0.5, 0.5])
+    assert top_channels(importance, 1) == (1,)
+    assert top_channels(importance, 3) == (1, 3, 4)
+    specs = point_specs(CodecsConfig(train=["aecnn"], aecnn={"kept_channels": [2, 4], "bits": [2]}),
+                        importance, 6)
+    assert [s["channels"] for s in specs] == [[1, 3], [1, 3, 4, 5]]
+
+
+def test_aecnn_trains_round_trips_and_reloads(data):
+    tail, z, y = data
+    cfg = CodecsConfig(batch_size=16, tail_finetune="first")
+    importance = train_attention(tail, z, y, cfg, seed=0)
+    assert importance.shape == (64,) and np.all((importance > 0) & (importance < 1))
+    channels = top_channels(importance, 4)
+    codec = AECNNCodec(SHAPE, channels, bits=2, width=8)
+    trained = train_codec(codec, tail, z, y, cfg, seed=0, log=lambda step, m: None)
+    assert trained == ["0"] and codec.symbols is not None
+    sample = z[0].numpy()
+    stream = codec.encode(sample)
+    assert np.array_equal(codec.decode(stream), codec.dequantized(sample))
+    # the weights file rebuilds the same codec and the same fine-tuned tail
+    blob = save_codec(codec, {"codec": "aecnn", "id": "a", "kept_channels": 4, "bits": 2,
+                              "channels": list(channels), "width": 8}, SHAPE, tail, trained)
+    fresh_tail = split_resnet(build_model("resnet18", 10).eval(), "stem")[1]
+    loaded, spec = load_codec(blob, fresh_tail)
+    assert spec["id"] == "a" and loaded.encode(sample) == stream
+    assert accuracy(loaded, fresh_tail, z, y) == accuracy(codec, tail, z, y)
+
+
+def test_bottlenetpp_both_variants_round_trip(data):
+    tail, z, y = data
+    codec = BottleNetPPCodec(SHAPE, channels=2, stride=2, width=8)
+    train_codec(codec, tail, z, y, CodecsConfig(batch_size=16, tail_finetune="none"), 0, lambda s, m: None)
+    sample = z[1].numpy()
+    expected = codec.code_symbols(z[1:2])[0].astype(np.float32) / 255
+    raw, coded = codec.encode(sample, entropy_coded=False), codec.encode(sample, entropy_coded=True)
+    assert np.array_equal(codec.decode(raw), expected) and np.array_equal(codec.decode(coded), expected)
+    assert len(raw) == 2 * 4 * 4 + 8  # 8-bit values + header (3 + 3 dims + CRC-16)
+    assert codec.restore(torch.from_numpy(expected)[None]).shape == (1, *SHAPE)
+
+
+def test_deepjscc_power_and_channel_uses(data):
+    tail, z, y = data
+    codec = DeepJSCCCodec(SHAPE, channels=2, stride=2, width=8, train_snr_db=10)
+    assert codec.channel_uses == 2 * 4 * 4
+    x = power_normalize(codec.encoder(z))
+    power = x.flatten(1).pow(2).sum(1) / codec.channel_uses
+    assert torch.allclose(power, torch.ones(len(z)), atol=1e-4)
+    train_codec(codec, tail, z, y, CodecsConfig(batch_size=16, tail_finetune="none"), 0, lambda s, m: None)
+    assert codec(z[:4], snr_db=20).shape == (4, *SHAPE)
+
+
+def test_build_codec_rejects_unknown():
+    with pytest.raises(ValueError, match="unknown codec"):
+        build_codec({"codec": "jpeg"}, SHAPE)
+
+
+def _profile_json() -> dict:
+    from pathlib import Path
+
+    return json.loads((Path(__file__).parent / "fixtures" / "profile_small.json").read_text())
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda d: d.update(version=99), "version"),
+    (lambda d: d["backbone"].pop("arch"), "backbone.arch"),
+    (lambda d: d["points"][0].pop("accuracy"), "points.0.accuracy"),
+])
+def test_profile_with_wrong_version_or_missing_field_is_rejected(tmp_path, edit, field):
+    data = _profile_json()
+    edit(data)
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ProfileError, match=field.replace(".", r"\.")):
+        load_profile(path)
+
+
+def test_digital_point_without_payload_is_rejected(tmp_path):
+    data = _profile_json()
+    point = next(p for p in data["points"] if p["codec"] in ("aecnn", "bottlenetpp", "float32"))
+    point.pop("payload_bytes")
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ProfileError, match="payload_bytes"):
+        load_profile(path)
