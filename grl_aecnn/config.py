@@ -36,9 +36,14 @@ class DataConfig(Section):
     )
     download: bool = Field(False, description="Allow torchvision to download Caltech-101 (needs internet).")
     input_size: int = Field(32, ge=8, le=512, description="Square input side in pixels after resizing.")
-    val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
-    train_subset: int | None = Field(None, ge=1, description="Use at most this many training images.")
-    test_subset: int | None = Field(None, ge=1, description="Use at most this many test images.")
+    val_fraction: float = Field(0.1, gt=0.0, lt=0.5, description="Share of the training pool held out for validation.")
+    test_fraction: float = Field(
+        0.2, gt=0.0, lt=0.5, description="Share held out for testing where the dataset has no test set."
+    )
+    train_subset: int | None = Field(None, ge=1, description="Use at most this many training images (stratified).")
+    val_subset: int | None = Field(None, ge=1, description="Use at most this many validation images (stratified).")
+    test_subset: int | None = Field(None, ge=1, description="Use at most this many test images (stratified).")
+    augment: bool = Field(True, description="Random crop (4/32 of the side, padded) and horizontal flip for training.")
     seed: int = 0
 
 
@@ -50,9 +55,14 @@ class BackboneConfig(Section):
     lr: float = Field(0.05, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
+    warmup_fraction: float = Field(
+        0.2, ge=0, lt=1, description="One-cycle schedule: share of the steps spent warming up to lr."
+    )
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
     num_workers: int = Field(1, ge=1, description="Ray Train data-parallel workers.")
     use_gpu: bool = False
-    cpus_per_worker: int = Field(2, ge=1)
+    cpus_per_worker: int = Field(2, ge=1, description="CPUs per worker; also its torch thread count.")
+    max_failures: int = Field(0, ge=0, description="Ray Train restarts from the last checkpoint after a worker dies.")
 
 
 class TrackingConfig(Section):

@@ -56,7 +56,9 @@ def init_ray(cfg: "ExperimentConfig | None" = None) -> None:
         ray.init(address=address, log_to_driver=True)
         return
     # A dashboard URL in RAY_ADDRESS is for job submission; ray.init would misread it.
-    kwargs: dict = {"include_dashboard": False, "log_to_driver": True, "address": "local" if address else None}
+    # The dashboard (on loopback) also serves the state API that Ray Train polls.
+    kwargs: dict = {"include_dashboard": True, "dashboard_host": "127.0.0.1", "log_to_driver": True,
+                    "address": "local" if address else None}
     if cfg is not None:
         if cfg.ray.num_cpus:
             kwargs["num_cpus"] = cfg.ray.num_cpus
