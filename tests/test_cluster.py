@@ -122,25 +122,38 @@ def test_jobs_run_report_and_fail_visibly(head: RayHead, tmp_path: Path, capsys:
     assert rc == 1 and "STOPPED" in err
 
 
-def test_backbone_job_lands_in_the_tracking_server(head: RayHead, mlflow_server_url: str,
+def test_pipeline_job_lands_in_the_tracking_server(head: RayHead, mlflow_server_url: str,
                                                     tmp_path: Path) -> None:
+    """The whole tiny pipeline as a Ray Job: every stage a FINISHED run on a real mlflow server,
+    the report written; run again locally, every finished stage is reused."""
     from mlflow.tracking import MlflowClient
 
     env = server_env(RAY_ADDRESS=head.dashboard_url, MLFLOW_TRACKING_URI=mlflow_server_url)
     out = tmp_path / "outputs"
-    res = _cli("submit", "--follow", "--", "train-backbone", "--config", "quick",
-               "--set", "data.dataset=digits", "--set", "data.train_subset=256", "--set", "data.test_subset=128",
-               "--set", "backbone.epochs=1", "--set", "backbone.cpus_per_worker=1",
-               "--set", f"output_dir={out}", "--set", "name=jobtest", "--set", "tracking.experiment=jobtest",
-               env=env, cwd=tmp_path, timeout=300)
+    overrides = ["--set", f"output_dir={out}", "--set", "name=jobtest", "--set", "tracking.experiment=jobtest"]
+    res = _cli("submit", "--follow", "--", "run", "--config", "tiny", *overrides, env=env, cwd=tmp_path,
+               timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert json.loads((out / "jobtest" / "backbone" / "stage.json").read_text())["summary"]
+    run_dir = out / "jobtest"
+    for stage in ("backbone", "codecs", "policies", "evaluation"):
+        assert json.loads((run_dir / stage / "stage.json").read_text())["summary"], stage
+    report = (run_dir / "evaluation" / "report.md").read_text()
+    assert all(name in report for name in ("oracle", "grl-aecnn", "grl-bottlenetpp", "grl-deepjscc", "droo-aecnn"))
     client = MlflowClient(mlflow_server_url)
     runs = client.search_runs([client.get_experiment_by_name("jobtest").experiment_id])
-    stage = next(r for r in runs if r.data.tags.get("grl_aecnn.stage") == "backbone")
-    assert stage.info.status == "FINISHED"
-    assert 0.0 <= stage.data.metrics["test_accuracy"] <= 1.0
-    assert stage.data.params["data.dataset"] == "digits"
+    by_stage = {r.data.tags.get("grl_aecnn.stage"): r for r in runs}
+    parent = by_stage["pipeline"]
+    for stage in ("backbone", "codecs", "policies", "evaluation"):
+        assert by_stage[stage].info.status == "FINISHED", stage
+        assert by_stage[stage].data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert 0.0 <= by_stage["backbone"].data.metrics["test_accuracy"] <= 1.0
+    assert by_stage["backbone"].data.params["data.dataset"] == "digits"
+
+    local_env = server_env(MLFLOW_TRACKING_URI=mlflow_server_url)
+    again = _cli("run", "--config", "tiny", *overrides, env=local_env, cwd=tmp_path, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    for stage in ("backbone", "codecs", "policies", "evaluation"):
+        assert f"[{stage}] reusing finished stage" in again.stdout
 
 
 def test_resume_finds_a_moved_run_and_reuses_finished_stages(tmp_path: Path, mlflow_store: str,

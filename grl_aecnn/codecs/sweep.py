@@ -63,7 +63,9 @@ def train_codecs(cfg: ExperimentConfig, resume: bool) -> dict[str, Any]:
     from grl_aecnn.backbone.io import load_trained_backbone
 
     model, meta = load_trained_backbone(cfg)
-    return run_sweep(cfg, resume, model, meta, load_splits(cfg.data))
+    splits = load_splits(cfg.data)
+    splits.train.augment = False  # codecs learn the backbone's features of the images as they are
+    return run_sweep(cfg, resume, model, meta, splits)
 
 
 def run_sweep(cfg: ExperimentConfig, resume: bool, model: torch.nn.Module, meta: dict[str, Any],

@@ -94,9 +94,14 @@ def default_specs(profile: CodecProfile, scenario: ScenarioConfig, ev: "Evaluati
                   trained: list[PolicySpec]) -> list[PolicySpec]:
     """Rules, the oracle and the trained policies, filtered by `ev.policies` when given."""
     all_codecs = sorted({p.codec for p in profile.points} - {"local"})
-    specs = [PolicySpec(ORACLE, "oracle", codecs=ev.oracle_codecs or all_codecs,
-                        params={"method": ev.oracle_method}),
-             PolicySpec("greedy", "rule"), PolicySpec("random", "rule"), PolicySpec("all-local", "rule")]
+    oracle_codecs = ev.oracle_codecs or all_codecs
+    specs = [PolicySpec(ORACLE, "oracle", codecs=oracle_codecs, params={"method": ev.oracle_method})]
+    if sorted(scenario.codecs) != sorted(oracle_codecs):
+        # The oracle on the learned policies' own action set: the fair reference for their ratio.
+        specs.append(PolicySpec(f"{ORACLE}:{'+'.join(scenario.codecs)}", "oracle", codecs=scenario.codecs,
+                                params={"method": ev.oracle_method}))
+    specs += [
+        PolicySpec("greedy", "rule"), PolicySpec("random", "rule"), PolicySpec("all-local", "rule")]
     if any(p.codec == "raw-image" for p in profile.points):
         specs.append(PolicySpec("all-edge", "rule", codecs=["raw-image"],
                                 params={"rule": "fixed", "point": profile.select(["raw-image"])[0].id}))
