@@ -72,7 +72,7 @@ def test_unknown_preset_and_missing_file(tmp_path: Path) -> None:
 
 def test_stage_hash_tracks_only_the_sections_a_stage_reads() -> None:
     base = load_config("quick")
-    changed_eval = load_config("quick", ["evaluation.episodes=3"])
+    changed_eval = load_config("quick", ["evaluation.episodes=7"])
     changed_backbone = load_config("quick", ["backbone.lr=0.01"])
     assert base.stage_hash("backbone") == changed_eval.stage_hash("backbone")
     assert base.stage_hash("evaluation") != changed_eval.stage_hash("evaluation")
