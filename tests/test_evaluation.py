@@ -31,6 +31,7 @@ def test_evaluate_writes_results_plots_report_and_logs(tmp_path: Path, mlflow_st
     sc = ScenarioConfig(num_devices=4, num_servers=1)
     trained = [PolicySpec("my-local", "test-local")]
     mlflow.set_tracking_uri(mlflow_store)
+    mlflow.set_experiment("evaluate")  # in this store: an earlier test may have left another active
     with mlflow.start_run() as run:
         summary = evaluate(PROFILE, sc, ev, tmp_path / "out", trained=trained, seed=0)
     rows = list(csv.DictReader((tmp_path / "out" / "results.csv").open()))
