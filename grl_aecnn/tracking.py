@@ -101,8 +101,7 @@ def stage_run(cfg: "ExperimentConfig", stage: str, **tags: str) -> Iterator["mlf
     mlflow = setup(cfg)
     nested = mlflow.active_run() is not None
     with mlflow.start_run(run_name=f"{cfg.name}/{stage}", nested=nested) as run:
-        mlflow.set_tags({"grl_aecnn.stage": stage, "grl_aecnn.config_hash": cfg.stage_hash(stage)
-                         if stage in cfg.STAGE_INPUTS else "", **tags})
+        mlflow.set_tags({"grl_aecnn.stage": stage, "grl_aecnn.config_hash": cfg.stage_hash(stage), **tags})
         log_config(cfg)
         yield run
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from grl_aecnn.cli import EXIT_CONFIG, EXIT_UNAVAILABLE, build_parser, main
+from grl_aecnn.cli import EXIT_CONFIG, build_parser, main
 
 
-def _cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "grl_aecnn.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=120)
+                          cwd=cwd, timeout=120)
 
 
 def test_help_lists_every_command() -> None:
@@ -36,17 +36,3 @@ def test_config_error_exits_2_with_one_line_and_starts_nothing(tmp_path: Path) -
     assert res.stderr.strip().splitlines() == [
         "grl-aecnn: config error: backbone.lr: Input should be greater than 0 (got -1)"]
     assert not any(tmp_path.iterdir())
-
-
-def test_unreachable_tracking_server_stops_before_training(tmp_path: Path) -> None:
-    import os
-    import socket
-
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
-    res = _cli("train-backbone", "--set", f"output_dir={tmp_path / 'out'}", cwd=tmp_path, env=env)
-    assert res.returncode == EXIT_UNAVAILABLE
-    assert f"MLflow tracking server http://127.0.0.1:{port} is not reachable" in res.stderr
-    assert not (tmp_path / "out").exists()

@@ -51,26 +51,28 @@ def test_run_logged_over_http_reads_back(mlflow_server_url: str, tmp_path: Path,
     assert not (tmp_path / "mlruns").exists()
 
 
-def test_dead_tracking_server_stops_train_backbone_at_once(tmp_path: Path) -> None:
+def _cli_with_dead_tracking(tmp_path: Path, extra_env: dict[str, str], *args: str
+                            ) -> subprocess.CompletedProcess:
+    """Run the CLI with MLFLOW_TRACKING_URI on a port nobody serves; check it says so, exit 3."""
     uri = f"http://127.0.0.1:{free_port()}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    start = time.monotonic()
-    res = subprocess.run([sys.executable, "-m", "grl_aecnn.cli", "train-backbone", "--config", "quick",
-                          "--set", f"output_dir={tmp_path / 'outputs'}"],
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, **extra_env}
+    res = subprocess.run([sys.executable, "-m", "grl_aecnn.cli", *args],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == EXIT_UNAVAILABLE, res.stderr
     assert f"MLflow tracking server {uri} is not reachable" in res.stderr
+    return res
+
+
+def test_dead_tracking_server_stops_train_backbone_at_once(tmp_path: Path) -> None:
+    start = time.monotonic()
+    res = _cli_with_dead_tracking(tmp_path, {}, "train-backbone", "--config", "quick",
+                                  "--set", f"output_dir={tmp_path / 'outputs'}")
     assert "Traceback" not in res.stderr
     assert time.monotonic() - start < 60
     assert list(tmp_path.iterdir()) == []  # no outputs, no local mlruns
 
 
 def test_dead_tracking_server_stops_submit_before_the_cluster_is_contacted(tmp_path: Path) -> None:
-    uri = f"http://127.0.0.1:{free_port()}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "RAY_ADDRESS": f"http://127.0.0.1:{free_port()}"}
-    res = subprocess.run([sys.executable, "-m", "grl_aecnn.cli", "submit", "--", "train-backbone",
-                          "--set", f"output_dir={tmp_path / 'outputs'}"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-    assert res.returncode == EXIT_UNAVAILABLE, res.stderr
-    assert f"MLflow tracking server {uri} is not reachable" in res.stderr
+    res = _cli_with_dead_tracking(tmp_path, {"RAY_ADDRESS": f"http://127.0.0.1:{free_port()}"},
+                                  "submit", "--", "train-backbone", "--set", f"output_dir={tmp_path / 'outputs'}")
     assert "Ray cluster" not in res.stderr
