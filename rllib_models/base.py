@@ -6,6 +6,12 @@ the per-device logits concatenated device after device, ``(B, N_max * (1 + M_max
 The module emits that layout and uses ``TorchFactoredCategorical``, the same distribution
 evaluated in one batched op (see ``distribution.py``). The deterministic action is the
 per-device argmax, which is what ``grl_aecnn.rl.policy`` reproduces for inference.
+
+Value. The slot reward is a sum of per-device rewards, and a device without a task earns
+exactly 0, so the critic predicts one value per deciding device (``compute_device_values``,
+the per-device credit assignment of ``grl_aecnn.rl.learner`` needs it) and the slot value
+RLlib's GAE reads is their sum. Env runners build the module without the value head
+(``InferenceOnlyAPI``): acting never reads it.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ray.rllib.core.columns import Columns
-from ray.rllib.core.rl_module.apis import ValueFunctionAPI
+from ray.rllib.core.rl_module.apis import InferenceOnlyAPI, ValueFunctionAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.torch_utils import FLOAT_MIN
 from rllib_models.distribution import TorchFactoredCategorical
@@ -37,9 +43,15 @@ def mask_logits(logits: Tensor, action_mask: Tensor, device_mask: Tensor) -> Ten
     return torch.where(allowed, logits, FLOAT_MIN).flatten(1)
 
 
-class OffloadingRLModule(TorchRLModule, ValueFunctionAPI):
+def deciding_devices(obs: dict[str, Tensor]) -> Tensor:
+    """``(B, N)`` bool: real devices with a task, the only ones with a choice (the action mask
+    allows them to offload); the others may only run locally and earn reward 0."""
+    return (obs["device_mask"] > 0.5) & (obs["action_mask"][..., 1:] > 0.5).any(-1)
+
+
+class OffloadingRLModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
     """Base of the offloading policies; subclasses ``build`` their layers (including a
-    ``value_head`` on the embeddings) and implement ``encode``."""
+    ``value_head``) and implement ``encode`` and ``device_values``."""
 
     def setup(self) -> None:
         space = self.observation_space
@@ -61,9 +73,16 @@ class OffloadingRLModule(TorchRLModule, ValueFunctionAPI):
         raise NotImplementedError
 
     def encode(self, obs: dict[str, Tensor], with_embeddings: bool = True) -> tuple[Tensor, Tensor | None]:
-        """Unmasked logits ``(B, N, 1 + M*V)`` and, if asked, the embedding the value head
-        reads ``(B, E)`` (acting skips it: it is on the per-slot decision path)."""
+        """Unmasked logits ``(B, N, 1 + M*V)`` and, if asked, the embeddings the value head
+        reads (acting skips them: they are on the per-slot decision path)."""
         raise NotImplementedError
+
+    def device_values(self, embeddings: Tensor) -> Tensor:
+        """Unmasked per-device values ``(B, N)`` from ``encode``'s embeddings."""
+        raise NotImplementedError
+
+    def get_non_inference_attributes(self) -> list[str]:
+        return ["value_head"]
 
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Tensor]:
         obs = batch[Columns.OBS]
@@ -76,7 +95,12 @@ class OffloadingRLModule(TorchRLModule, ValueFunctionAPI):
         return {Columns.ACTION_DIST_INPUTS: mask_logits(logits, obs["action_mask"], obs["device_mask"]),
                 Columns.EMBEDDINGS: embeddings}
 
-    def compute_values(self, batch: dict[str, Any], embeddings: Tensor | None = None) -> Tensor:
+    def compute_device_values(self, batch: dict[str, Any], embeddings: Tensor | None = None) -> Tensor:
+        """``(B, N)`` expected reward of each device; exactly 0 where the device has no choice."""
+        obs = batch[Columns.OBS]
         if embeddings is None:
-            _, embeddings = self.encode(batch[Columns.OBS])
-        return self.value_head(embeddings).squeeze(-1)
+            _, embeddings = self.encode(obs)
+        return torch.where(deciding_devices(obs), self.device_values(embeddings), 0.0)
+
+    def compute_values(self, batch: dict[str, Any], embeddings: Tensor | None = None) -> Tensor:
+        return self.compute_device_values(batch, embeddings).sum(-1)

@@ -11,10 +11,11 @@ whether a server sees 6 or 30 devices, which is what lets one policy serve any n
 
 Heads. ``logit(n, local) = MLP(h_n)``; ``logit(n, m, v) = MLP([h_n, h_m, e_nm, p_v])`` with
 the first layer split into a per-pair and a per-point part and broadcast-added, so the
-``pairs x V`` grid never materialises its concatenated input. Value: an MLP on the masked
-means of the device and server embeddings. No layer size depends on N, M or V, and
-padding is never part of the graph, so padded and unpadded observations give the same
-logits for the real devices (tested).
+``pairs x V`` grid never materialises its concatenated input. Value: ``V_n = MLP(h_n)`` per
+device (the slot value is their sum over deciding devices, see ``base.py``); after the
+message passing ``h_n`` already carries the servers' load and the competing devices. No
+layer size depends on N, M or V, and padding is never part of the graph, so padded and
+unpadded observations give the same logits and values for the real devices (tested).
 
 ``model_config``: ``hidden`` (width, default 32), ``gcn_layers`` (default 2).
 """
@@ -27,7 +28,7 @@ from torch_geometric.nn import GINEConv
 
 from ray.rllib.utils.torch_utils import FLOAT_MIN
 from rllib_models.base import OffloadingRLModule
-from rllib_models.graph import build_bipartite, masked_mean, to_padded
+from rllib_models.graph import build_bipartite, to_padded
 
 
 def _mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
@@ -53,7 +54,7 @@ class GCNOffloadingModule(OffloadingRLModule):
         self.pair_layer = nn.Linear(3 * h, h)  # [h_n, h_m, e_nm] part of the offload head's first layer
         self.point_layer = nn.Linear(h, h, bias=False)  # p_v part
         self.offload_out = nn.Linear(h, 1)
-        self.value_head = _mlp(2 * h, h, 1)
+        self.value_head = _mlp(h, h, 1)
 
     def encode(self, obs: dict[str, Tensor], with_embeddings: bool = True) -> tuple[Tensor, Tensor | None]:
         graph = build_bipartite(obs["device_mask"], obs["server_mask"])
@@ -78,7 +79,7 @@ class GCNOffloadingModule(OffloadingRLModule):
         local = x.new_zeros(batch, n_max, 1)
         local[dmask] = self.local_head(h_device)
 
-        logits = torch.cat([local, offload_grid.flatten(2)], -1)
-        if not with_embeddings:
-            return logits, None
-        return logits, torch.cat([masked_mean(device_rows, dmask), masked_mean(server_rows, smask)], -1)
+        return torch.cat([local, offload_grid.flatten(2)], -1), device_rows if with_embeddings else None
+
+    def device_values(self, embeddings: Tensor) -> Tensor:
+        return self.value_head(embeddings).squeeze(-1)

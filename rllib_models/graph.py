@@ -61,9 +61,3 @@ def to_padded(rows: Tensor, mask: Tensor) -> Tensor:
     out = rows.new_zeros(*mask.shape, rows.shape[-1])
     out[mask] = rows
     return out
-
-
-def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
-    """Mean of ``x`` (B, K, H) over the rows where ``mask`` (B, K) is true; size-independent pooling."""
-    weights = mask.to(x.dtype).unsqueeze(-1)
-    return (x * weights).sum(1) / weights.sum(1).clamp(min=1.0)

@@ -15,7 +15,7 @@ from rllib_models.base import OBS_KEYS, OffloadingRLModule
 
 
 class MLPOffloadingModule(OffloadingRLModule):
-    """Flattened padded observation -> shared trunk -> per-device logits and a value."""
+    """Flattened padded observation -> shared trunk -> per-device logits and per-device values."""
 
     def build(self, *, device_features: int, server_features: int, edge_features: int,
               point_features: int) -> None:
@@ -28,9 +28,12 @@ class MLPOffloadingModule(OffloadingRLModule):
         self.trunk = nn.Sequential(*trunk)
         self.nvec = tuple(int(n) for n in self.action_space.nvec)
         self.pi_head = nn.Linear(h, sum(self.nvec))
-        self.value_head = nn.Linear(h, 1)
+        self.value_head = nn.Linear(h, len(self.nvec))
 
     def encode(self, obs: dict[str, Tensor], with_embeddings: bool = True) -> tuple[Tensor, Tensor]:
         flat = torch.cat([obs[key].flatten(1) for key in OBS_KEYS], -1)
         hidden = self.trunk(flat)
         return self.pi_head(hidden).view(-1, len(self.nvec), self.nvec[0]), hidden
+
+    def device_values(self, embeddings: Tensor) -> Tensor:
+        return self.value_head(embeddings)

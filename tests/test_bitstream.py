@@ -18,12 +18,14 @@ FAST = settings(max_examples=1500, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow])
 
 
-def _codec(channels=(1, 5, 9, 20), bits=2) -> AECNNCodec:
-    rng = np.random.default_rng(0)
-    codec = AECNNCodec(SHAPE, channels, bits, width=4)
+def _codec(channels=(1, 5, 9, 20), bits=2, scales="calibrated") -> AECNNCodec:
     import torch
 
-    codec.fit_symbols(torch.from_numpy(np.maximum(rng.normal(size=(64, *SHAPE)), 0).astype(np.float32)))
+    rng = np.random.default_rng(0)
+    codec = AECNNCodec(SHAPE, channels, bits, width=4, scales=scales)
+    train = torch.from_numpy(np.maximum(rng.normal(size=(64, *SHAPE)), 0).astype(np.float32))
+    codec.calibrate(train)
+    codec.fit_symbols(train)
     return codec
 
 
@@ -59,8 +61,18 @@ def test_codec_round_trip_is_exact():
 
 def test_header_is_small():
     header, payload = unpack(STREAM)
-    # magic, version|codec, flags, 3 one-byte dims, count + 4 indices, 4 scales, CRC-16
-    assert len(STREAM) - len(payload) == 3 + 3 + 5 + 4 + 2
+    # magic, version|codec, flags, 3 one-byte dims, count + 4 indices, CRC-16; calibrated scales stay home
+    assert len(STREAM) - len(payload) == 3 + 3 + 5 + 2
+    per_sample = _codec(scales="per-sample")
+    stream = per_sample.encode(SAMPLE)
+    header, payload = unpack(stream)
+    assert len(header.scale_codes) == 4 and len(stream) - len(payload) == 3 + 3 + 5 + 4 + 2
+    assert np.array_equal(per_sample.decode(stream), per_sample.dequantized(SAMPLE))
+
+
+def test_stream_of_the_other_scale_mode_is_rejected():
+    with pytest.raises(BitstreamError, match="does not match"):
+        CODEC.decode(_codec(scales="per-sample").encode(SAMPLE))
 
 
 @pytest.mark.parametrize("data", [b"", b"\xae", STREAM[:3], bytes(100), b"GIF89a" + bytes(20)])

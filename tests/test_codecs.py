@@ -17,7 +17,7 @@ from grl_aecnn.codecs.bottlenetpp import BottleNetPPCodec
 from grl_aecnn.codecs.deepjscc import DeepJSCCCodec, power_normalize
 from grl_aecnn.codecs.settings import CodecsConfig
 from grl_aecnn.codecs.store import build_codec, load_codec, point_specs, save_codec
-from grl_aecnn.codecs.training import accuracy, train_attention, train_codec
+from grl_aecnn.codecs.training import accuracy, task_loss, train_attention, train_codec
 from grl_aecnn.profile import ProfileError, load_profile
 
 SHAPE = (64, 8, 8)
@@ -33,17 +33,44 @@ def data():
     return tail, z, torch.randint(0, 10, (48,))
 
 
-def test_quantiser_never_clips_and_errs_at_most_half_a_step():
+def test_per_sample_quantiser_never_clips_and_errs_at_most_half_a_step():
     rng = np.random.default_rng(0)
     x = np.maximum(rng.normal(size=(4, 8, 8)) * 3, 0).astype(np.float32)
     for bits in (1, 2, 4, 8):
-        codes = q.scale_codes(x)
-        assert np.all(q.SCALE_TABLE[codes] >= x.reshape(4, -1).max(1))
-        step = q.SCALE_TABLE[codes] / q.levels(bits)
-        err = np.abs(q.dequantize(q.quantize(x, codes, bits), codes, bits) - x)
+        scales = q.code_scales(q.scale_codes(x))
+        assert np.all(scales >= x.reshape(4, -1).max(1))
+        step = scales / q.levels(bits)
+        err = np.abs(q.dequantize(q.quantize(x, scales, bits), scales, bits) - x)
         assert np.all(err <= step[:, None, None] / 2 + 1e-6)
         fake = q.fake_quantize(torch.from_numpy(x)[None], bits)[0].numpy()
-        assert np.allclose(fake, q.dequantize(q.quantize(x, codes, bits), codes, bits), atol=1e-6)
+        assert np.allclose(fake, q.dequantize(q.quantize(x, scales, bits), scales, bits), atol=1e-6)
+
+
+def test_calibrated_quantiser_clips_at_the_percentile():
+    rng = np.random.default_rng(1)
+    train = np.maximum(rng.normal(size=(200, 3, 4, 4)) * [[[[1.0]], [[2.0]], [[4.0]]]], 0).astype(np.float32)
+    scales = q.calibrate(train, 99.0)
+    assert np.allclose(scales, np.percentile(np.moveaxis(train, 1, 0).reshape(3, -1), 99.0, axis=1))
+    x = train[0] * 3
+    syms = q.quantize(x, scales, 2)
+    inside = x <= scales[:, None, None]
+    assert np.all(syms[~inside] == 3) and syms.max() <= 3
+    err = np.abs(q.dequantize(syms, scales, 2) - x)
+    assert np.all(err[inside] <= (scales / 3 / 2 + 1e-6)[:, None, None].repeat(4, 1).repeat(4, 2)[inside])
+    fake = q.fake_quantize(torch.from_numpy(x)[None], 2, torch.from_numpy(scales))[0].numpy()
+    assert np.allclose(fake, q.dequantize(syms, scales, 2), atol=1e-6)
+
+
+def test_task_loss_mixes_cross_entropy_and_distillation():
+    torch.manual_seed(0)
+    logits, teacher, labels = torch.randn(8, 10), torch.randn(8, 10), torch.randint(0, 10, (8,))
+    ce = torch.nn.functional.cross_entropy(logits, labels)
+    assert torch.isclose(task_loss(logits, teacher, labels, CodecsConfig(distillation=0.0)), ce)
+    pure_kd = CodecsConfig(distillation=1.0, distill_temperature=2.0)
+    assert task_loss(teacher, teacher, labels, pure_kd).abs() < 1e-6  # matching the teacher costs nothing
+    assert task_loss(logits, teacher, labels, pure_kd) > 0.01
+    half = task_loss(logits, teacher, labels, CodecsConfig(distillation=0.5))
+    assert torch.isclose(half, 0.5 * ce + 0.5 * task_loss(logits, teacher, labels, pure_kd))
 
 
 def test_pruned_channels_follow_the_importance_ranking():
@@ -68,12 +95,32 @@ def test_aecnn_trains_round_trips_and_reloads(data):
     stream = codec.encode(sample)
     assert np.array_equal(codec.decode(stream), codec.dequantized(sample))
     # the weights file rebuilds the same codec and the same fine-tuned tail
-    blob = save_codec(codec, {"codec": "aecnn", "id": "a", "kept_channels": 4, "bits": 2,
-                              "channels": list(channels), "width": 8}, SHAPE, tail, trained)
+    spec = {"codec": "aecnn", "id": "a", "kept_channels": 4, "bits": 2, "channels": list(channels), "width": 8,
+            "scales": "calibrated", "clip_percentile": 99.5, "grid": 8}
+    blob = save_codec(codec, spec, SHAPE, tail, trained)
     fresh_tail = split_resnet(build_model("resnet18", 10).eval(), "stem")[1]
     loaded, spec = load_codec(blob, fresh_tail)
     assert spec["id"] == "a" and loaded.encode(sample) == stream
     assert accuracy(loaded, fresh_tail, z, y) == accuracy(codec, tail, z, y)
+
+
+def test_schedule_runs_only_the_steps_asked_for(data):
+    """A feature-only schedule trains the codec on MSE alone: the tail is never changed, no task
+    metrics are logged; a fractional epoch count trains on that share of the samples."""
+    from grl_aecnn.codecs.training import _batches
+
+    tail, z, y = data
+    before = {k: v.clone() for k, v in tail.state_dict().items()}
+    cfg = CodecsConfig(batch_size=16, tail_finetune="first", schedule={"feature": 0.5, "codec": 0, "joint": 0})
+    codec = AECNNCodec(SHAPE, (0, 1, 2, 3), bits=2, width=8)
+    logs: list = []
+    trained = train_codec(codec, tail, z, y, cfg, 0, lambda step, m: logs.append((step, m)))
+    assert trained == [] and [step for step, _ in logs] == ["feature"] and set(logs[0][1]) == {"feature_mse"}
+    assert all(torch.equal(before[k], v) for k, v in tail.state_dict().items())
+    half = torch.cat(_batches(48, 16, 0.5, seed=0))
+    assert len(half) == 24 and len(set(half.tolist())) == 24
+    more = torch.cat(_batches(48, 16, 1.5, seed=0))
+    assert len(more) == 72 and set(more.tolist()) == set(range(48))
 
 
 def test_bottlenetpp_both_variants_round_trip(data):

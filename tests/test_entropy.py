@@ -63,3 +63,31 @@ def test_garbage_payload_raises_unless_canonical(payload):
     except BitstreamError:
         return
     assert model.encode(symbols) == payload
+
+
+def test_spatial_context_pays_off_on_position_dependent_symbols():
+    """Background at the border, busy centre (a centred dataset): a per-cell model codes it smaller."""
+    rng = np.random.default_rng(3)
+
+    def draw(n: int) -> np.ndarray:
+        syms = np.zeros((n, 2, 8, 8), dtype=np.int32)
+        syms[:, :, 2:6, 2:6] = rng.integers(0, 4, size=(n, 2, 4, 4))
+        return syms
+
+    train, test = draw(300), draw(20)
+    flat, cells = SymbolModel.fit(train, 4, grid=1), SymbolModel.fit(train, 4, grid=8)
+    assert cells.probs.shape == (2, 8, 8, 4) and flat.probs.shape == (2, 1, 1, 4)
+    for model in (flat, cells):
+        assert all(np.array_equal(model.decode(model.encode(s), s.shape), s) for s in test)
+    sizes = {g: np.mean([len(m.encode(s)) for s in test]) for g, m in ((1, flat), (8, cells))}
+    assert sizes[8] < 0.8 * sizes[1]
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.integers(1, 6), st.integers(1, 9), st.integers(1, 9), st.integers(0, 2**32 - 1))
+def test_grid_models_round_trip_any_plane(grid, h, w, seed):
+    rng = np.random.default_rng(seed)
+    train = rng.integers(0, 4, size=(5, 2, h, w)).astype(np.int32)
+    model = SymbolModel.fit(train, 4, grid=grid)
+    assert model.probs.shape[1:3] == (min(grid, h), min(grid, w))
+    assert np.array_equal(model.decode(model.encode(train[0]), train[0].shape), train[0])

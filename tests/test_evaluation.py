@@ -27,7 +27,7 @@ def test_evaluate_writes_results_plots_report_and_logs(tmp_path: Path, mlflow_st
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text("axes:\n  bandwidth_hz: [0.2e6, 0.8e6]\n")
     register_policy_factory("test-local", lambda spec, env: AllLocal())
-    ev = EvaluationConfig(episodes=2, slots_per_episode=5, sweep=str(sweep), fixed_points=False)
+    ev = EvaluationConfig(episodes=2, default_episodes=3, slots_per_episode=5, sweep=str(sweep), fixed_points=False)
     sc = ScenarioConfig(num_devices=4, num_servers=1)
     trained = [PolicySpec("my-local", "test-local")]
     mlflow.set_tracking_uri(mlflow_store)
@@ -36,15 +36,19 @@ def test_evaluate_writes_results_plots_report_and_logs(tmp_path: Path, mlflow_st
         summary = evaluate(PROFILE, sc, ev, tmp_path / "out", trained=trained, seed=0)
     rows = list(csv.DictReader((tmp_path / "out" / "results.csv").open()))
     policies = {r["policy"] for r in rows}
-    assert {"oracle", "greedy", "random", "all-local", "all-edge", "my-local"} <= policies
+    assert {"oracle", "planner", "greedy", "random", "all-local", "all-edge", "my-local"} <= policies
     assert len(rows) == 3 * len(policies)  # default + 2 sweep values
     assert (tmp_path / "out" / "sweep_bandwidth_hz.png").exists()
     report = (tmp_path / "out" / "report.md").read_text()
     assert "Calibration" in report and "sweep_bandwidth_hz.png" in report
+    assert "reward / planner" in report  # every policy's ratio to the planner on the estimates
     # Same episodes for every policy: an AllLocal built twice under two names scores the same.
     base = {r["policy"]: r for r in rows if r["axis"] == "default"}
     assert base["my-local"]["reward"] == base["all-local"]["reward"]
     assert float(base["oracle"]["reward_vs_oracle"]) == 1.0
+    assert float(base["planner"]["reward"]) <= float(base["oracle"]["reward"])
+    # the headline scenario gets default_episodes, the sweep values episodes
+    assert {(r["axis"], r["episodes"]) for r in rows} == {("default", "3"), ("bandwidth_hz", "2")}
     assert summary["calibration"]["oracle_margin_over_best_fixed"] > 0
     logged = mlflow.get_run(run.info.run_id).data.metrics
     assert "oracle.reward" in logged

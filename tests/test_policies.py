@@ -81,3 +81,17 @@ def test_rules_respect_the_mask(profile) -> None:
         assert action.dtype == np.int64 and action.shape == (SMALL.max_devices,)
         assert (obs["action_mask"][np.arange(action.size), action] > 0).all()
         obs, *_ = env.step(action)
+
+
+def test_planner_is_the_oracle_when_the_estimates_are_exact(profile) -> None:
+    """The planner runs the oracle's solver on the estimates: with exact channel estimates and a
+    constant capacity it decides exactly as the oracle; with noisy ones it can only lose."""
+    codecs = ["aecnn", "raw-image"]
+    planner = PolicySpec("planner", "oracle", codecs=codecs, params={"state": "estimated"})
+    oracle = PolicySpec("oracle", "oracle", codecs=codecs)
+    exact = SMALL.model_copy(update={"channel_est_error_db": 0.0, "capacity_std": 0.0, "capacity_est_noise": 0.0})
+    same = [run_policy(spec, exact, profile, 2, seed=0).episodes["reward"] for spec in (planner, oracle)]
+    assert same[0] == same[1]
+    noisy = SMALL.model_copy(update={"channel_est_error_db": 4.0, "capacity_std": 0.3})
+    p, o = (np.mean(run_policy(spec, noisy, profile, 3, seed=0).episodes["reward"]) for spec in (planner, oracle))
+    assert p < o

@@ -19,17 +19,28 @@ import pytest
 import torch
 
 from ray.rllib.algorithms.algorithm import Algorithm
+from ray.rllib.algorithms.ppo import PPOConfig as RLlibPPOConfig
+from ray.rllib.connectors.learner import (
+    AddColumnsFromEpisodesToTrainBatch,
+    AddOneTsToEpisodesAndTruncate,
+    BatchIndividualItems,
+)
+from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModule
+from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
+from ray.tune.registry import register_env
 
 from grl_aecnn import tracking
-from grl_aecnn.config import load_config
+from grl_aecnn.config import ConfigError, load_config
 from grl_aecnn.policies.rules import RandomPolicy
 from grl_aecnn.profile import load_profile
+from grl_aecnn.rl.learner import AddDeviceRewardsToTrainBatch, DeviceCreditPPOLearner
 from grl_aecnn.rl.policy import load_rllib_policy, module_dir
-from grl_aecnn.rl.train import PolicyRun, TrainingInterrupted, train_ppo
-from grl_aecnn.rl.vector_env import MECVectorEnv
+from grl_aecnn.rl.train import ENV_NAME, PolicyRun, TrainingInterrupted, env_config, rllib_config, train_ppo
+from grl_aecnn.rl.vector_env import DEVICE_REWARD, MECVectorEnv, make_vector_env
 from grl_aecnn.sim.env import MECEnv
+from rllib_models.base import deciding_devices
 
 PROFILE_PATH = Path(__file__).parent / "fixtures" / "profile_small.json"
 ITERATIONS = 8
@@ -192,7 +203,76 @@ def test_vector_env_matches_single_env() -> None:
         vobs, vreward, _, vtruncated, vinfo = vector.step(action[None])
         assert vreward[0] == reward and vtruncated[0] == truncated
         assert {k: vinfo[k][0] for k in info} == info
+        device_reward = vinfo[DEVICE_REWARD][0]  # padded to N_max with zeros
+        np.testing.assert_array_equal(device_reward[: cfg.scenario.num_devices], single.last_outcome.reward[0])
+        assert device_reward.shape == (cfg.scenario.max_devices,) and not device_reward[cfg.scenario.num_devices:].any()
+        assert device_reward.sum() == pytest.approx(reward)
         if truncated:  # Gymnasium next-step autoreset: the vector env resets on the following step
             obs, _ = single.reset()
             vobs, vreward, *_ = vector.step(action[None])
             assert vreward[0] == 0
+
+
+def tiny_rllib_config(*overrides: str) -> RLlibPPOConfig:
+    cfg = load_config("quick", TINY + list(overrides))
+    register_env(ENV_NAME, make_vector_env)
+    return rllib_config(cfg, env_config(cfg, load_profile(PROFILE_PATH), PolicyRun("grl-aecnn", ("aecnn",))))
+
+
+def test_config_rejects_device_credit_with_discounting() -> None:
+    with pytest.raises(ConfigError, match="credit='device' needs gamma == 0"):
+        load_config("quick", TINY + ["policy.ppo.gamma=0.9"])
+    assert load_config("quick", TINY + ["policy.ppo.gamma=0.9", "policy.ppo.credit=slot"]).policy.ppo.gamma == 0.9
+    assert tiny_rllib_config().learner_class is DeviceCreditPPOLearner
+    assert tiny_rllib_config("policy.ppo.credit=slot").learner_class is not DeviceCreditPPOLearner
+
+
+def test_device_rewards_reach_the_train_batch_step_aligned() -> None:
+    """Each train-batch row gets the device rewards of its own step, also across an episode end
+    and in chunks that continue an earlier sample: they sum to the row's reward."""
+    runner = SingleAgentEnvRunner(config=tiny_rllib_config())  # 8 copies, 25-slot episodes
+    episodes = runner.sample(num_timesteps=8 * 27, explore=True)
+    continued = runner.sample(num_timesteps=16, explore=True)
+    assert any(episode.is_done for episode in episodes) and any(episode.t_started > 0 for episode in continued)
+    batch, shared = {}, {}
+    for connector in (AddOneTsToEpisodesAndTruncate(), AddDeviceRewardsToTrainBatch(),
+                      AddColumnsFromEpisodesToTrainBatch(), BatchIndividualItems()):
+        batch = connector(rl_module=runner.module, batch=batch, episodes=episodes + continued, shared_data=shared)
+    valid = batch[Columns.LOSS_MASK]
+    assert valid.sum() == 8 * 27 + 16 and batch[DEVICE_REWARD].shape == (valid.size, 32)
+    np.testing.assert_allclose(batch[DEVICE_REWARD][valid].sum(-1), batch[Columns.REWARDS][valid], atol=1e-5)
+    assert not batch[DEVICE_REWARD][:, 4:].any()  # 4 real devices
+    runner.stop()
+
+
+def test_device_credit_loss_ignores_devices_without_a_choice() -> None:
+    """Padded devices, devices without a task and loss-masked steps do not change the loss;
+    a deciding device's reward does."""
+    env = MECVectorEnv(MECEnv.env_config(load_config("quick", TINY).scenario, PROFILE_PATH, ["aecnn"]), num_envs=32)
+    learner = tiny_rllib_config().build_learner(
+        spaces={DEFAULT_MODULE_ID: (env.single_observation_space, env.single_action_space)})
+    module = learner.module[DEFAULT_MODULE_ID]
+    obs, _ = env.reset(seed=0)
+    obs = {key: torch.from_numpy(value) for key, value in obs.items()}
+    with torch.no_grad():
+        dist_inputs = module.forward_exploration({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
+    actions = module.get_exploration_action_dist_cls().from_logits(dist_inputs).sample()
+    info = env.step(actions.numpy())[-1]
+    loss_mask = torch.ones(32, dtype=torch.bool)
+    loss_mask[-1] = False
+    batch = {Columns.OBS: obs, Columns.ACTIONS: actions, Columns.ACTION_DIST_INPUTS: dist_inputs,
+             Columns.LOSS_MASK: loss_mask, DEVICE_REWARD: torch.from_numpy(info[DEVICE_REWARD]).float()}
+
+    def loss(device_reward: torch.Tensor) -> torch.Tensor:
+        changed = {**batch, DEVICE_REWARD: device_reward}
+        return learner.compute_loss_for_module(
+            module_id=DEFAULT_MODULE_ID, config=learner.config.get_config_for_module(DEFAULT_MODULE_ID),
+            batch=changed, fwd_out=module.forward_train(changed)).detach()
+
+    deciding = deciding_devices(obs) & loss_mask[:, None]
+    real_without_task = (obs["device_mask"] > 0.5) & ~deciding_devices(obs)
+    assert real_without_task.any() and deciding.any()
+    reference = loss(batch[DEVICE_REWARD])
+    noise = 3.0 * torch.randn(batch[DEVICE_REWARD].shape, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(loss(batch[DEVICE_REWARD] + torch.where(deciding, 0.0, noise)), reference)
+    assert not torch.allclose(loss(batch[DEVICE_REWARD] + torch.where(deciding, noise, 0.0)), reference)

@@ -16,7 +16,7 @@ from grl_aecnn.sim.core import VecMEC
 from grl_aecnn.sim.env import MECEnv, observe
 from grl_aecnn.sim.points import point_table
 from grl_aecnn.sim.settings import ScenarioConfig
-from rllib_models.base import mask_logits
+from rllib_models.base import deciding_devices, mask_logits
 from rllib_models.distribution import TorchFactoredCategorical
 from rllib_models.gcn import GCNOffloadingModule
 from rllib_models.mlp import MLPOffloadingModule
@@ -60,6 +60,10 @@ def test_padded_graph_gives_the_unpadded_logits_and_value() -> None:
     # Real devices: same local logit and same logits for the 2 real servers.
     torch.testing.assert_close(logits_padded[:, :6, : 1 + 2 * v], logits_small, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(values_padded, values_small, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        device_values = module.compute_device_values({Columns.OBS: padded})
+    torch.testing.assert_close(device_values[:, :6], module.compute_device_values({Columns.OBS: small}),
+                               rtol=1e-5, atol=1e-5)
     # Padded servers and devices: only "local" is possible.
     probs = torch.softmax(logits_padded, -1)
     assert torch.all(probs[:, :6, 1 + 2 * v:] == 0)
@@ -131,6 +135,44 @@ def test_factored_categorical_equals_rllib_multicategorical() -> None:
     assert torch.equal(ours.to_deterministic().sample(), rllib.to_deterministic().sample())
 
 
+def test_per_device_terms_are_each_devices_own() -> None:
+    """Device n's log-probability, entropy and KL are those of its own categorical; they sum to the joint ones."""
+    torch.manual_seed(1)
+    logits = mask_logits(torch.randn(4, 5, 7), (torch.rand(4, 5, 7) > 0.4).float(), torch.ones(4, 5))
+    other = torch.where(logits > -1e30, torch.randn(4, 35), logits)
+    ours, ours_other = (TorchFactoredCategorical(x, num_categories=7) for x in (logits, other))
+    rllib, rllib_other = (TorchMultiCategorical.from_logits(x, input_lens=[7] * 5) for x in (logits, other))
+    actions = ours.sample()
+    logp, entropy, kl = ours.logp_per_device(actions), ours.entropy_per_device(), ours.kl_per_device(ours_other)
+    assert logp.shape == entropy.shape == kl.shape == (4, 5)
+    for n, (cat, cat_other) in enumerate(zip(rllib._cats, rllib_other._cats)):
+        torch.testing.assert_close(logp[:, n], cat.logp(actions[:, n]))
+        torch.testing.assert_close(entropy[:, n], cat.entropy())
+        torch.testing.assert_close(kl[:, n], cat.kl(cat_other))
+    torch.testing.assert_close(logp.sum(-1), ours.logp(actions))
+    torch.testing.assert_close(entropy.sum(-1), ours.entropy())
+    torch.testing.assert_close(kl.sum(-1), ours.kl(ours_other))
+
+
+@pytest.mark.parametrize("cls", [GCNOffloadingModule, MLPOffloadingModule])
+def test_device_values_sum_to_the_slot_value(cls) -> None:
+    """One value per deciding device (exactly 0 for padding and devices without a task); RLlib's
+    slot value is their sum, the value of the summed slot reward."""
+    module = make_module(cls)
+    obs = observations(14, 2, 32, 4, batch=16, seed=2)
+    deciding = deciding_devices(obs)
+    real = obs["device_mask"] > 0.5
+    assert (real & ~deciding).any() and deciding.any()  # the batch has real devices without a task
+    with torch.no_grad():
+        out = module.forward_train({Columns.OBS: obs})
+        device_values = module.compute_device_values({Columns.OBS: obs}, out[Columns.EMBEDDINGS])
+        values = module.compute_values({Columns.OBS: obs}, out[Columns.EMBEDDINGS])
+    assert device_values.shape == obs["device_mask"].shape
+    assert torch.all(device_values[~deciding] == 0) and torch.all(device_values[deciding] != 0)
+    torch.testing.assert_close(values, device_values.sum(-1))
+    torch.testing.assert_close(values, module.compute_values({Columns.OBS: obs}))  # without precomputed embeddings
+
+
 def test_gradients_reach_every_gcn_parameter() -> None:
     module = make_module()
     obs = observations(14, 2, 32, 4, batch=8)
@@ -158,3 +200,18 @@ def test_mlp_ablation_has_the_same_interface() -> None:
     out = module.forward_train({Columns.OBS: obs})
     assert out[Columns.ACTION_DIST_INPUTS].shape == (5, int(np.prod(obs["action_mask"].shape[1:])))
     assert module.compute_values({Columns.OBS: obs}, out[Columns.EMBEDDINGS]).shape == (5,)
+
+
+
+@pytest.mark.parametrize("cls", [GCNOffloadingModule, MLPOffloadingModule])
+def test_acting_module_has_no_critic(cls) -> None:
+    """Env runners build the module inference-only: no value head, and a learner's full state loads."""
+    learner_module = make_module(cls)
+    actor = cls(observation_space=learner_module.observation_space, action_space=learner_module.action_space,
+                model_config=learner_module.model_config, inference_only=True)
+    assert not hasattr(actor, "value_head") and hasattr(learner_module, "value_head")
+    actor.set_state(learner_module.get_state())
+    obs = {Columns.OBS: observations(14, 2, 32, 4, batch=4)}
+    with torch.no_grad():
+        torch.testing.assert_close(actor.forward_inference(obs)[Columns.ACTION_DIST_INPUTS],
+                                   learner_module.forward_inference(obs)[Columns.ACTION_DIST_INPUTS])

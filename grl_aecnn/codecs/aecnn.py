@@ -16,6 +16,8 @@ from grl_aecnn.codecs import quantize as q
 from grl_aecnn.codecs.bitstream import BitstreamError, Header, pack, unpack
 from grl_aecnn.codecs.entropy import SymbolModel
 
+SCALE_MODES = ("calibrated", "per-sample")
+
 
 class ChannelAttention(nn.Module):
     """CBAM channel attention: w = sigmoid(MLP(GAP(z)) + MLP(GMP(z))) with one shared MLP."""
@@ -57,58 +59,84 @@ class FeatureRecovery(nn.Module):
 
 
 class AECNNCodec(nn.Module):
-    """Encoder (select, quantise, entropy-code) and decoder (entropy-decode, dequantise, recover)."""
+    """Encoder (select, quantise, entropy-code) and decoder (entropy-decode, dequantise, recover).
+
+    ``scales`` is ``calibrated`` (per-channel clipping scales fitted by ``calibrate`` on
+    training data and stored with the codec) or ``per-sample`` (in the header); ``grid`` is
+    the entropy model's spatial context (see ``entropy.py``).
+    """
 
     kind = "aecnn"
 
-    def __init__(self, shape: tuple[int, int, int], channels: tuple[int, ...], bits: int, width: int = 64):
+    def __init__(self, shape: tuple[int, int, int], channels: tuple[int, ...], bits: int, width: int = 64,
+                 scales: str = "calibrated", clip_percentile: float = 99.5, grid: int = 8):
         super().__init__()
+        if scales not in SCALE_MODES:
+            raise ValueError(f"scales must be one of {SCALE_MODES}, got {scales!r}")
         self.shape, self.channels, self.bits = tuple(shape), tuple(channels), bits
+        self.scale_mode, self.clip_percentile, self.grid = scales, clip_percentile, grid
         self.recovery = FeatureRecovery(self.channels, shape[0], width)
+        self.register_buffer("scales", torch.zeros(len(self.channels)))
         self.symbols: SymbolModel | None = None
 
+    @property
+    def calibrated(self) -> bool:
+        return self.scale_mode == "calibrated"
+
     # -- training path (differentiable after the quantiser; the head is frozen) ---------------
+    def calibrate(self, z: torch.Tensor) -> None:
+        """Fit the clipping scales on training split tensors [N, C, H, W] (before training)."""
+        if self.calibrated:
+            self.scales.copy_(torch.from_numpy(q.calibrate(z[:, list(self.channels)].numpy(), self.clip_percentile)))
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.recovery(q.fake_quantize(z[:, list(self.channels)], self.bits))
+        scales = self.scales if self.calibrated else None
+        return self.recovery(q.fake_quantize(z[:, list(self.channels)], self.bits, scales))
 
     def fit_symbols(self, z: torch.Tensor) -> None:
-        """Fit the static per-channel symbol model on training split tensors [N, C, H, W]."""
-        kept = z[:, list(self.channels)].numpy()
-        syms = np.stack([q.quantize(x, q.scale_codes(x), self.bits) for x in kept])
-        self.symbols = SymbolModel.fit(syms, q.levels(self.bits) + 1)
+        """Fit the static symbol model on training split tensors [N, C, H, W]."""
+        syms = np.stack([self.quantized(x)[1] for x in z.numpy()])
+        self.symbols = SymbolModel.fit(syms, q.levels(self.bits) + 1, self.grid)
 
     # -- bitstream path (one sample) ------------------------------------------------------
-    def quantized(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(scale codes, symbols) of one [C, H, W] split tensor."""
+    def quantized(self, z: np.ndarray) -> tuple[bytes, np.ndarray]:
+        """(header scale bytes, symbols) of one [C, H, W] split tensor."""
         kept = np.ascontiguousarray(z[list(self.channels)], dtype=np.float32)
+        if self.calibrated:
+            if not torch.all(self.scales > 0):
+                raise RuntimeError("calibrate() or loaded weights are needed before coding")
+            return b"", q.quantize(kept, self.scales.numpy(), self.bits)
         codes = q.scale_codes(kept)
-        return codes, q.quantize(kept, codes, self.bits)
+        return codes.tobytes(), q.quantize(kept, q.code_scales(codes), self.bits)
 
     def dequantized(self, z: np.ndarray) -> np.ndarray:
         """What the server will see for z: the kept channels after quantisation, [k, H, W]."""
         codes, syms = self.quantized(z)
-        return q.dequantize(syms, codes, self.bits)
+        return q.dequantize(syms, self._scales(codes), self.bits)
 
     def encode(self, z: np.ndarray) -> bytes:
         if tuple(z.shape) != self.shape:
             raise ValueError(f"expected a split tensor of shape {self.shape}, got {tuple(z.shape)}")
         codes, syms = self.quantized(z)
-        header = Header(self.kind, self.shape, self.bits, True, self.channels, codes.tobytes())
-        return pack(header, self._model().encode(syms))
+        return pack(Header(self.kind, self.shape, self.bits, True, self.channels, codes), self._model().encode(syms))
 
     def decode(self, data: bytes) -> np.ndarray:
         """Bitstream -> dequantised kept channels [k, H, W]; BitstreamError on any fault."""
         header, payload = unpack(data)
-        expected = Header(self.kind, self.shape, self.bits, True, self.channels, header.scale_codes)
-        if header != expected or len(header.scale_codes) != len(self.channels):
-            raise BitstreamError(f"stream header {header} does not match this codec "
-                                 f"(shape {self.shape}, channels {self.channels}, {self.bits} bits)")
+        codes = b"" if self.calibrated else header.scale_codes
+        if header != Header(self.kind, self.shape, self.bits, True, self.channels, codes) or \
+                len(codes) != (0 if self.calibrated else len(self.channels)):
+            raise BitstreamError(f"stream header {header} does not match this codec (shape {self.shape}, "
+                                 f"channels {self.channels}, {self.bits} bits, {self.scale_mode} scales)")
         syms = self._model().decode(payload, header.symbols_shape)
-        return q.dequantize(syms, np.frombuffer(header.scale_codes, dtype=np.uint8), self.bits)
+        return q.dequantize(syms, self._scales(codes), self.bits)
 
     def restore(self, x: torch.Tensor) -> torch.Tensor:
         """Decoded kept channels [N, k, H, W] -> recovered split tensor [N, C, H, W]."""
         return self.recovery(x)
+
+    def _scales(self, codes: bytes) -> np.ndarray:
+        return self.scales.numpy() if self.calibrated else q.code_scales(np.frombuffer(codes, dtype=np.uint8))
 
     def _model(self) -> SymbolModel:
         if self.symbols is None:

@@ -58,10 +58,10 @@ class BottleNetPPCodec(nn.Module):
     kind = "bottlenetpp"
 
     def __init__(self, shape: tuple[int, int, int], channels: int, stride: int = 2, width: int = 64,
-                 channel: str = "awgn", max_level: float = 0.1):
+                 channel: str = "awgn", max_level: float = 0.1, grid: int = 8):
         super().__init__()
         c, h, w = shape
-        self.shape, self.code_channels, self.stride = tuple(shape), channels, stride
+        self.shape, self.code_channels, self.stride, self.grid = tuple(shape), channels, stride, grid
         self.code_shape = (channels, -(-h // stride), -(-w // stride))
         self.encoder = conv_encoder(c, channels, width, stride)
         self.channel = ChannelLayer(channel, max_level)
@@ -88,7 +88,7 @@ class BottleNetPPCodec(nn.Module):
     def fit_symbols(self, z: torch.Tensor) -> None:
         self.eval()
         syms = np.concatenate([self.code_symbols(chunk) for chunk in z.split(256)])
-        self.symbols = SymbolModel.fit(syms, LEVELS + 1)
+        self.symbols = SymbolModel.fit(syms, LEVELS + 1, self.grid)
 
     def encode(self, z: np.ndarray, entropy_coded: bool = True) -> bytes:
         if tuple(z.shape) != self.shape:

@@ -1,5 +1,11 @@
-"""Static entropy coding of quantised symbols: per-channel frequencies fitted on training data,
-coded with constriction's ANS coder.
+"""Static entropy coding of quantised symbols with constriction's ANS coder.
+
+The model is a categorical distribution per channel and spatial cell, fitted on training
+data: the split tensor is cut into a grid of at most ``grid x grid`` cells and every symbol
+is coded with the frequencies of its channel in its cell. Centred datasets make activations
+depend strongly on position (the border of a Fashion-MNIST item is background), so a
+position-aware table saves about 15 % over one table per channel at no run-time cost;
+``grid=1`` is the plain per-channel model.
 
 Why ANS: after decoding exactly the expected number of symbols, a correct stream leaves the
 coder empty; a damaged one almost never does. The decoder also re-encodes what it decoded
@@ -15,20 +21,28 @@ import numpy as np
 
 from grl_aecnn.codecs.bitstream import BitstreamError
 
-Categorical = constriction.stream.model.Categorical  # a compiled module: no submodule imports
+FAMILY = constriction.stream.model.Categorical(perfect=False)  # probabilities given per symbol
 AnsCoder = constriction.stream.stack.AnsCoder
 PRIOR_COUNT = 0.5  # added to every count, so symbols unseen in training stay codable
 
 
+def cell_index(h: int, w: int, grid: tuple[int, int]) -> np.ndarray:
+    """Cell of every position of an h x w plane, row-major, for a gy x gx grid of cells."""
+    gy, gx = grid
+    rows = np.arange(h) * gy // h
+    cols = np.arange(w) * gx // w
+    return (rows[:, None] * gx + cols[None, :]).reshape(-1)
+
+
 class SymbolModel:
-    """One categorical distribution over 0 .. alphabet-1 per channel."""
+    """Probabilities ``[channels, gy, gx, alphabet]``: one categorical per channel and cell."""
 
     def __init__(self, probs: np.ndarray):
         probs = np.asarray(probs, dtype=np.float64)
-        if probs.ndim != 2 or probs.shape[1] < 2 or not np.all(probs > 0):
-            raise ValueError("probs must be [channels, alphabet >= 2] and strictly positive")
-        self.probs = probs / probs.sum(axis=1, keepdims=True)
-        self._models = [Categorical(p, perfect=False) for p in self.probs]
+        if probs.ndim != 4 or probs.shape[3] < 2 or not np.all(probs > 0):
+            raise ValueError("probs must be [channels, grid rows, grid cols, alphabet >= 2] and strictly positive")
+        self.probs = probs / probs.sum(axis=3, keepdims=True)
+        self._tables: dict[tuple[int, int], np.ndarray] = {}
 
     @property
     def channels(self) -> int:
@@ -36,30 +50,42 @@ class SymbolModel:
 
     @property
     def alphabet(self) -> int:
-        return self.probs.shape[1]
+        return self.probs.shape[3]
 
     @classmethod
-    def fit(cls, symbols: np.ndarray, alphabet: int) -> "SymbolModel":
-        """Frequencies of [N, k, H, W] training symbols, per channel k."""
-        k = symbols.shape[1]
-        flat = np.moveaxis(symbols, 1, 0).reshape(k, -1)
-        counts = np.stack([np.bincount(row, minlength=alphabet)[:alphabet] for row in flat])
-        return cls(counts + PRIOR_COUNT)
+    def fit(cls, symbols: np.ndarray, alphabet: int, grid: int = 1) -> "SymbolModel":
+        """Frequencies of [N, k, H, W] training symbols per channel and cell (at most grid x grid cells)."""
+        n, k, h, w = symbols.shape
+        cells = (min(grid, h), min(grid, w))
+        where = np.broadcast_to(cell_index(h, w, cells), (n, k, h * w))
+        chan = np.broadcast_to(np.arange(k)[None, :, None], (n, k, h * w))
+        flat = (chan * (cells[0] * cells[1]) + where) * alphabet + symbols.reshape(n, k, h * w)
+        counts = np.bincount(flat.reshape(-1), minlength=k * cells[0] * cells[1] * alphabet)
+        return cls(counts.reshape(k, *cells, alphabet) + PRIOR_COUNT)
+
+    def table(self, h: int, w: int) -> np.ndarray:
+        """Per-symbol probabilities ``[k*h*w, alphabet]`` (float32) for a [k, h, w] tensor."""
+        if (h, w) not in self._tables:
+            gy, gx = self.probs.shape[1:3]
+            if gy > h or gx > w:
+                raise ValueError(f"a {h}x{w} plane is smaller than the model's {gy}x{gx} grid")
+            cells = self.probs.reshape(self.channels, gy * gx, -1)[:, cell_index(h, w, (gy, gx))]
+            self._tables[(h, w)] = np.ascontiguousarray(cells.reshape(-1, self.alphabet), dtype=np.float32)
+        return self._tables[(h, w)]
 
     def information_bits(self, symbols: np.ndarray) -> float:
         """Ideal code length of [.., k, H, W] symbols under this model: the bound a coder can reach."""
-        k = self.channels
-        flat = np.moveaxis(symbols.reshape(-1, k, symbols.shape[-2] * symbols.shape[-1]), 1, 0).reshape(k, -1)
-        return float(-sum(np.log2(self.probs[c][flat[c]]).sum() for c in range(k)))
+        h, w = symbols.shape[-2:]
+        flat = symbols.reshape(-1, self.channels * h * w)
+        probs = self.table(h, w)[np.arange(flat.shape[1])[None, :], flat]
+        return float(-np.log2(probs.astype(np.float64)).sum())
 
     def encode(self, symbols: np.ndarray) -> bytes:
         """[k, H, W] int symbols -> payload bytes."""
-        if symbols.shape[0] != self.channels:
-            raise ValueError(f"expected {self.channels} channels, got {symbols.shape[0]}")
+        if symbols.ndim != 3 or symbols.shape[0] != self.channels:
+            raise ValueError(f"expected [{self.channels}, H, W] symbols, got shape {symbols.shape}")
         coder = AnsCoder()
-        flat = symbols.reshape(self.channels, -1).astype(np.int32, copy=False)
-        for c in range(self.channels - 1, -1, -1):  # a stack: encode backwards, decode forwards
-            coder.encode_reverse(flat[c], self._models[c])
+        coder.encode_reverse(symbols.reshape(-1).astype(np.int32, copy=False), FAMILY, self.table(*symbols.shape[1:]))
         raw = coder.get_compressed().tobytes()
         trimmed = raw.rstrip(b"\0")
         return raw[:max(len(trimmed), len(raw) - 3)]
@@ -69,13 +95,15 @@ class SymbolModel:
         k, h, w = shape
         if k != self.channels:
             raise BitstreamError(f"stream has {k} channels, the symbol model {self.channels}")
+        try:
+            table = self.table(h, w)
+        except ValueError as err:
+            raise BitstreamError(str(err)) from None
         padded = payload + b"\0" * (-len(payload) % 4)
         words = np.frombuffer(padded, dtype=np.uint32).copy()
-        out = np.empty((k, h * w), dtype=np.int32)
         try:
             coder = AnsCoder(words)
-            for c in range(k):
-                out[c] = coder.decode(self._models[c], h * w)
+            out = np.asarray(coder.decode(FAMILY, table), dtype=np.int32)
             exact = coder.is_empty()
         except (ValueError, AssertionError, RuntimeError, OverflowError) as err:
             raise BitstreamError(f"payload does not decode: {err}") from None

@@ -17,6 +17,10 @@ class AECNNPoints(Section):
     attention_reduction: int = Field(4, ge=1, description="Hidden size of the attention MLP is C / this.")
     attention_sparsity: float = Field(0.01, ge=0, description="L1 weight on the attention, sharpening the ranking.")
     decoder_width: int = Field(64, ge=1, description="Channels inside the feature-recovery decoder.")
+    scales: Literal["calibrated", "per-sample"] = Field(
+        "calibrated", description="Quantiser range: per-channel clip fixed from training data (nothing in the "
+                                  "header), or each sample's channel maximum (a header byte per channel).")
+    clip_percentile: float = Field(99.5, gt=0, le=100, description="Calibrated scale = this percentile of the channel.")
 
 
 class BottleNetPoints(Section):
@@ -37,18 +41,34 @@ class DeepJSCCPoints(Section):
     eval_snr_db: list[float] = Field([-5.0, 0.0, 5.0, 10.0, 15.0, 20.0, 25.0], min_length=2)
 
 
+class Schedule(Section):
+    """Epochs of each training step over the training split tensors; a fraction trains on a random
+    subset, 0 skips the step. The feature step never runs the tail, so it costs about a fifth of
+    a tail step per sample: cheap epochs there buy more than costly ones later (measured)."""
+
+    attention: float = Field(1.0, gt=0, description="Channel attention in front of the frozen tail (once per split).")
+    feature: float = Field(0.0, ge=0, description="Codec alone on feature MSE (no tail).")
+    codec: float = Field(1.0, ge=0, description="Codec with the tail frozen, on task loss + feature MSE.")
+    joint: float = Field(1.0, ge=0, description="Codec and the `tail_finetune` tail modules on the task loss.")
+
+
 class CodecsConfig(Section):
     split: SplitName = "stem"
     train: list[Literal["aecnn", "bottlenetpp", "deepjscc"]] = ["aecnn", "bottlenetpp", "deepjscc"]
     aecnn: AECNNPoints = AECNNPoints()
     bottlenetpp: BottleNetPoints = BottleNetPoints()
     deepjscc: DeepJSCCPoints = DeepJSCCPoints()
+    entropy_grid: int = Field(8, ge=1, description="Entropy model context: symbol frequencies per channel in each "
+                                                   "cell of a grid x grid split of the plane (1: per channel).")
     train_samples: int | None = Field(None, ge=16, description="Training images for codec training (None: all).")
     val_samples: int = Field(500, ge=16, description="Validation images for each trial's reported accuracy.")
     test_samples: int | None = Field(None, ge=16, description="Test images measured for the profile (None: all).")
-    epochs_per_step: int = Field(1, ge=1, description="Epochs for each step of step-by-step training.")
+    schedule: Schedule = Schedule()
     batch_size: int = Field(128, ge=1)
     lr: float = Field(1e-3, gt=0)
+    distillation: float = Field(0.5, ge=0, le=1, description="Weight of distilling the clean backbone's logits "
+                                                             "in the task loss (the rest is cross-entropy).")
+    distill_temperature: float = Field(2.0, gt=0)
     feature_loss_weight: float = Field(1.0, ge=0, description="Weight of the feature MSE next to the task loss.")
     tail_finetune: Literal["none", "first", "all"] = Field(
         "all", description="Backbone tail modules trained in the joint step: none, the first stage, or all.")

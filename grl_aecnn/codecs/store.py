@@ -37,11 +37,14 @@ def point_specs(cfg: CodecsConfig, importance: np.ndarray | None, channels_total
                 raise ValueError(f"codecs.aecnn.kept_channels: {k} > {channels_total} channels at the split")
             for b in cfg.aecnn.bits:
                 specs.append({"codec": "aecnn", "id": f"aecnn-k{k}-b{b}", "kept_channels": k, "bits": b,
-                              "channels": list(top_channels(importance, k)), "width": cfg.aecnn.decoder_width})
+                              "channels": list(top_channels(importance, k)), "width": cfg.aecnn.decoder_width,
+                              "scales": cfg.aecnn.scales, "clip_percentile": cfg.aecnn.clip_percentile,
+                              "grid": cfg.entropy_grid})
     if "bottlenetpp" in cfg.train:
         p = cfg.bottlenetpp
         specs += [{"codec": "bottlenetpp", "id": f"bottlenetpp-c{c}", "channels": c, "stride": p.stride,
-                   "width": p.width, "channel": p.channel, "max_noise": p.max_noise} for c in p.channels]
+                   "width": p.width, "channel": p.channel, "max_noise": p.max_noise, "grid": cfg.entropy_grid}
+                  for c in p.channels]
     if "deepjscc" in cfg.train:
         p = cfg.deepjscc
         specs += [{"codec": "deepjscc", "id": f"deepjscc-c{c}", "channels": c, "stride": p.stride,
@@ -51,10 +54,11 @@ def point_specs(cfg: CodecsConfig, importance: np.ndarray | None, channels_total
 
 def build_codec(spec: Spec, shape: tuple[int, int, int]) -> nn.Module:
     if spec["codec"] == "aecnn":
-        return AECNNCodec(shape, tuple(spec["channels"]), spec["bits"], spec["width"])
+        return AECNNCodec(shape, tuple(spec["channels"]), spec["bits"], spec["width"], spec["scales"],
+                          spec["clip_percentile"], spec["grid"])
     if spec["codec"] == "bottlenetpp":
         return BottleNetPPCodec(shape, spec["channels"], spec["stride"], spec["width"], spec["channel"],
-                                spec["max_noise"])
+                                spec["max_noise"], spec["grid"])
     if spec["codec"] == "deepjscc":
         return DeepJSCCCodec(shape, spec["channels"], spec["stride"], spec["width"], spec["train_snr_db"])
     raise ValueError(f"unknown codec {spec['codec']!r}")

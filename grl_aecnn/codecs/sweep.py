@@ -26,7 +26,7 @@ from grl_aecnn.backbone.split import count_flops, split_info, split_resnet
 from grl_aecnn.codecs.measure import CLEAN, CodecMeasurer, bnpp_variant_id
 from grl_aecnn.codecs.settings import CodecsConfig
 from grl_aecnn.codecs.store import build_codec, load_codec, point_specs, save_codec
-from grl_aecnn.codecs.training import accuracy, train_attention, train_codec
+from grl_aecnn.codecs.training import accuracy, teacher_logits, train_attention, train_codec
 from grl_aecnn.config import ExperimentConfig
 from grl_aecnn.profile import PROFILE_VERSION, BackboneInfo, CodecProfile, OperatingPoint, SnrPoint
 
@@ -122,6 +122,8 @@ def prepare_inputs(cfg: ExperimentConfig, model: torch.nn.Module, meta: dict[str
             tensors[f"{name}_z"], tensors[f"{name}_y"] = extract_split_tensors(head, split, idx)
             if name == "test":
                 tensors["test_png"] = torch.from_numpy(png_sizes(split, idx))
+        # the clean tail's logits: every trial distils them, so they are computed once here
+        tensors["train_teacher"] = teacher_logits(split_resnet(model.eval(), c.split)[1], tensors["train_z"])
         save_file(tensors, str(cache))
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     inputs = SweepInputs(meta.get("arch", "resnet18"), int(meta.get("num_classes", splits.num_classes)),
@@ -178,7 +180,7 @@ def _trial(config: dict[str, Any], shared: dict[str, Any]) -> None:
         step = iter(range(1_000_000))
         trained = train_codec(codec, tail, t["train_z"], t["train_y"], cfg, seed,
                               lambda name, m: mlflow.log_metrics({f"{name}.{k}": v for k, v in m.items()},
-                                                                 step=next(step)))
+                                                                 step=next(step)), t["train_teacher"])
         val_acc = accuracy(codec, tail, t["val_z"], t["val_y"])
         mlflow.log_metric("val_accuracy", val_acc)
         blob = save_codec(codec, spec, inputs.shape, tail, trained)

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 METRICS = ("accuracy", "success_rate", "throughput", "reward")
 ORACLE = "oracle"
+PLANNER = "planner"  # the oracle's solver on the estimated state (deployable)
 
 
 @dataclass
@@ -100,6 +101,9 @@ def default_specs(profile: CodecProfile, scenario: ScenarioConfig, ev: "Evaluati
         # The oracle on the learned policies' own action set: the fair reference for their ratio.
         specs.append(PolicySpec(f"{ORACLE}:{'+'.join(scenario.codecs)}", "oracle", codecs=scenario.codecs,
                                 params={"method": ev.oracle_method}))
+    # The oracle's solver on the estimates: what a planner without perfect knowledge reaches.
+    specs.append(PolicySpec(PLANNER, "oracle", codecs=scenario.codecs,
+                            params={"method": ev.oracle_method, "state": "estimated"}))
     specs += [
         PolicySpec("greedy", "rule"), PolicySpec("random", "rule"), PolicySpec("all-local", "rule")]
     if any(p.codec == "raw-image" for p in profile.points):
@@ -179,7 +183,8 @@ def evaluate(profile: CodecProfile | str | Path, scenario: ScenarioConfig, ev: "
     default_runs: list[PolicyRun] = []
     jobs = [(a, v, sc, spec) for a, v, sc in scenarios for spec in specs]
     for axis, value, sc, spec in tqdm(jobs, desc="evaluate", disable=None):
-        run = run_policy(spec, sc, profile, ev.episodes, seed)
+        episodes = (ev.default_episodes or ev.episodes) if axis == "default" else ev.episodes
+        run = run_policy(spec, sc, profile, episodes, seed)
         rows.append(_row(axis, value, run))
         if axis == "default":
             default_runs.append(run)
@@ -198,7 +203,8 @@ def evaluate(profile: CodecProfile | str | Path, scenario: ScenarioConfig, ev: "
 
 
 def _row(axis: str, value: Any, run: PolicyRun) -> dict[str, Any]:
-    row: dict[str, Any] = {"axis": axis, "value": "" if value is None else value, "policy": run.policy}
+    row: dict[str, Any] = {"axis": axis, "value": "" if value is None else value, "policy": run.policy,
+                           "episodes": len(run.episodes["reward"])}
     for m in METRICS:
         row[m], row[f"{m}_ci95"] = ci95(run.episodes[m])
     row["seconds"] = round(run.seconds, 2)

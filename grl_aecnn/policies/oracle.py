@@ -20,6 +20,11 @@ with g_o the reward gained over running locally. Options that cannot win are rem
 - method "milp" solves the MILP exactly with HiGHS (scipy.optimize.milp): exact but seconds
   per slot on congested 14x2 slots, so it is for checking the search on small networks.
 `stats` reports how slots were solved, the mean and largest relative gap, and the solve time.
+
+With ``state="estimated"`` the same solver plans on the policy's own view (the estimated
+channel and the lagged capacity): a deployable certainty-equivalent planner. Its distance to
+the oracle is what imperfect knowledge costs a planner that trusts its estimates, which tells
+how much of a learned policy's gap to the oracle is the information, not the learning.
 """
 
 from __future__ import annotations
@@ -42,15 +47,21 @@ CAPACITY = 1.0 - 1e-7
 SUBGRADIENT_STEPS = 60
 
 
+STATES = ("realised", "estimated")
+
+
 class Oracle:
-    """Best decision on the realised slot (method "search" or "milp", see the module doc)."""
+    """Best decision on the realised slot, or on the estimated one (the planner); method
+    "search" or "milp", see the module doc."""
 
     name = "oracle"
 
-    def __init__(self, method: str = "search", time_limit_s: float = 30.0) -> None:
+    def __init__(self, method: str = "search", time_limit_s: float = 30.0, state: str = "realised") -> None:
         if method not in ("search", "milp"):
             raise ValueError(f"method must be 'search' or 'milp', got {method!r}")
-        self.method = method
+        if state not in STATES:
+            raise ValueError(f"state must be one of {STATES}, got {state!r}")
+        self.method, self.state = method, state
         self.time_limit_s = time_limit_s
         self.stats = {"slots": 0, "exact": 0, "gap_sum": 0.0, "max_gap": 0.0, "solve_s": 0.0}
 
@@ -60,7 +71,8 @@ class Oracle:
     def act(self, obs: Observation) -> np.ndarray:
         env = self.env
         start = time.perf_counter()
-        table = option_table(env.scenario, env.points, env.realised_state())
+        view = env.realised_state() if self.state == "realised" else env.estimated_state()
+        table = option_table(env.scenario, env.points, view)
         choice, gap = solve_slot(table, self.method, self.time_limit_s)
         st = self.stats
         st["slots"] += 1

@@ -69,7 +69,7 @@ def _rule(spec: PolicySpec, env: "MECEnv") -> Policy:
 
 
 def _oracle(spec: PolicySpec, env: "MECEnv") -> Policy:
-    oracle = Oracle(method=spec.params.get("method", "search"))
+    oracle = Oracle(method=spec.params.get("method", "search"), state=spec.params.get("state", "realised"))
     oracle.name = spec.name
     return oracle
 

@@ -105,7 +105,7 @@ def load_rllib_policy(path: str | Path, name: str | None = None) -> RLlibPolicy:
         model_config=meta["model_config"],
         inference_only=True,
     )
-    module.load_state_dict(load_file(str(path / WEIGHTS)))
+    module.set_state(load_file(str(path / WEIGHTS)))  # ignores the critic's weights, fails on missing ones
     return RLlibPolicy(module, name or meta.get("name", path.name), meta)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from grl_aecnn.settings_base import Section
 
@@ -26,9 +26,15 @@ class PPOConfig(Section):
     gamma: float = Field(
         0.0, ge=0, le=1,
         description="0: a slot's decisions never change later slots (the draws ignore actions), so each "
-                    "slot is a contextual bandit and the slot reward minus the value is the advantage.",
+                    "slot is a contextual bandit and the reward minus the value is the advantage.",
     )
     gae_lambda: float = Field(0.9, ge=0, le=1)
+    credit: Literal["device", "slot"] = Field(
+        "device",
+        description="device: each device's action is scored by its own reward minus its own value "
+                    "(per-device PPO ratio, advantage, value and entropy; needs gamma 0); slot: RLlib's "
+                    "PPO loss, one advantage of the summed slot reward for all N decisions.",
+    )
     train_batch_size: int = Field(1000, ge=8, description="Env steps (slots) per iteration.")
     minibatch_size: int = Field(250, ge=8)
     num_epochs: int = Field(4, ge=1)
@@ -45,3 +51,10 @@ class PPOConfig(Section):
     restart_failed_env_runners: bool = True
     max_env_runner_restarts: int = Field(10, ge=0)
     max_failures: int = Field(2, ge=0, description="Tune retries of a failed trial from its last checkpoint.")
+
+    @model_validator(mode="after")
+    def _device_credit_is_a_bandit(self) -> "PPOConfig":
+        if self.credit == "device" and self.gamma != 0:
+            raise ValueError(f"credit='device' needs gamma == 0 (got gamma={self.gamma}): a device's reward "
+                             "is its own only within the slot; set credit='slot' to discount over slots")
+        return self

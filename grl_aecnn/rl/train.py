@@ -38,6 +38,7 @@ from ray.tune.registry import register_env
 
 from grl_aecnn.config import ExperimentConfig
 from grl_aecnn.profile import CodecProfile
+from grl_aecnn.rl.learner import DeviceCreditPPOLearner
 from grl_aecnn.rl.policy import MODULES, export_policy
 from grl_aecnn.rl.settings import PPOConfig
 from grl_aecnn.rl.vector_env import make_vector_env
@@ -201,14 +202,18 @@ def env_config(cfg: ExperimentConfig, profile: CodecProfile, run: PolicyRun) -> 
 
 
 def rllib_config(cfg: ExperimentConfig, env: dict[str, Any] | Any) -> RLlibPPOConfig:
-    """RLlib's PPO config from ``policy.ppo``; ``env`` may be a Tune grid over env configs."""
+    """RLlib's PPO config from ``policy.ppo``; ``env`` may be a Tune grid over env configs.
+
+    ``credit="device"`` swaps in ``DeviceCreditPPOLearner`` (it adds the per-device reward
+    column to its learner connector itself); ``"slot"`` is RLlib's own PPO learner.
+    """
     ppo = cfg.policy.ppo
     return (
         RLlibPPOConfig()
         .environment(ENV_NAME, env_config=env)
         .env_runners(num_env_runners=ppo.num_env_runners, num_envs_per_env_runner=ppo.num_envs_per_env_runner,
                      gym_env_vectorize_mode=gym.VectorizeMode.VECTOR_ENTRY_POINT)
-        .learners(num_learners=0)
+        .learners(num_learners=0, learner_class=DeviceCreditPPOLearner if ppo.credit == "device" else None)
         .training(lr=ppo.lr, gamma=ppo.gamma, lambda_=ppo.gae_lambda, train_batch_size_per_learner=ppo.train_batch_size,
                   minibatch_size=ppo.minibatch_size, num_epochs=ppo.num_epochs, clip_param=ppo.clip_param,
                   entropy_coeff=ppo.entropy_coeff, vf_loss_coeff=ppo.vf_loss_coeff, grad_clip=ppo.grad_clip)

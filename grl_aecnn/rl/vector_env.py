@@ -9,6 +9,10 @@ info (`slot_metrics`) as ``MECEnv``, 5-7x more env steps per second at 8 copies 
 
 All copies have the same episode length, so they end on the same step and restart together
 (Gymnasium's next-step autoreset: the step after the last one resets and ignores actions).
+
+Besides ``MECEnv``'s info, each copy's info carries ``device_reward`` ``(N_max,)``: the
+per-device rewards the scalar reward sums (0 for padding), for per-device credit assignment
+(``grl_aecnn.rl.learner``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from gymnasium.vector.utils import batch_space
 
 from grl_aecnn.sim.core import SlotOutcome, VecMEC
 from grl_aecnn.sim.env import InvalidActionError, MECEnv, action_mask, observe, slot_metrics
+
+DEVICE_REWARD = "device_reward"
 
 
 class MECVectorEnv(gym.vector.VectorEnv):
@@ -78,13 +84,12 @@ class MECVectorEnv(gym.vector.VectorEnv):
         return observe(self.scenario, self.points, self.core.estimated())
 
     def _infos(self, out: SlotOutcome, task: np.ndarray) -> dict[str, np.ndarray]:
-        """``MECEnv``'s per-slot info of every copy, in Gymnasium's vector-info layout."""
+        """``MECEnv``'s per-slot info and ``device_reward`` of every copy, in Gymnasium's vector-info layout."""
         rows = [slot_metrics(self.scenario, _copy(out, b), task[b:b + 1]) for b in range(self.num_envs)]
-        infos: dict[str, np.ndarray] = {}
-        for key in rows[0]:
-            infos[key] = np.array([row[key] for row in rows])
-            infos[f"_{key}"] = np.ones(self.num_envs, dtype=bool)
-        return infos
+        infos: dict[str, np.ndarray] = {key: np.array([row[key] for row in rows]) for key in rows[0]}
+        infos[DEVICE_REWARD] = np.zeros((self.num_envs, self.scenario.max_devices))
+        infos[DEVICE_REWARD][:, : self.scenario.num_devices] = out.reward
+        return {**infos, **{f"_{key}": np.ones(self.num_envs, dtype=bool) for key in infos}}
 
 
 def _copy(out: SlotOutcome, index: int) -> SlotOutcome:
