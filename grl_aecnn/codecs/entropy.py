@@ -4,7 +4,7 @@ The model is a categorical distribution per channel and spatial cell, fitted on 
 data: the split tensor is cut into a grid of at most ``grid x grid`` cells and every symbol
 is coded with the frequencies of its channel in its cell. Centred datasets make activations
 depend strongly on position (the border of a Fashion-MNIST item is background), so a
-position-aware table saves about 15 % over one table per channel at no run-time cost;
+position-aware table saves about a fifth over one table per channel at no run-time cost;
 ``grid=1`` is the plain per-channel model.
 
 Why ANS: after decoding exactly the expected number of symbols, a correct stream leaves the
