@@ -13,6 +13,7 @@ from typing import Callable
 
 from grl_aecnn.cluster.cli import register as register_cluster_commands
 from grl_aecnn.config import ConfigError, ExperimentConfig, dump_config, load_config, preset_names
+from grl_aecnn.pipeline import STAGE_NAMES
 
 EXIT_CONFIG = 2
 EXIT_UNAVAILABLE = 3
@@ -122,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("run", "run the whole pipeline; finished stages with unchanged config are reused", cmd_run)
     p.add_argument("--fresh", action="store_true", help="ignore finished stages and checkpoints; start over")
     p.add_argument(
-        "--stop-after", choices=["backbone", "codecs", "policies", "evaluation"], default=None,
+        "--stop-after", choices=STAGE_NAMES, default=None,
         help="stop after this stage",
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -23,7 +24,8 @@ RAY_ENV_DEFAULTS = {
 }
 
 
-# Inside a Ray Job the cluster decides these; a local default could lock the job out of it.
+# Settings the cluster decides when it starts (`ray start`): a job or a job's driver that
+# overrode them could no longer talk to its own cluster (token auth, node IP).
 CLUSTER_OWNED = ("RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
 
 
@@ -36,12 +38,10 @@ def configure_process() -> None:
     # One intra-op thread per process: Ray runs one process per CPU, and oversubscribing
     # two cores makes small torch ops 100x slower.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    try:
-        import torch
-
-        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        pass
+    # torch reads OMP_NUM_THREADS when imported; only an already imported torch needs telling
+    # (importing it here would slow every command, `config show` and `jobs` included).
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def init_ray(cfg: "ExperimentConfig | None" = None) -> None:

@@ -19,15 +19,12 @@ from typing import TYPE_CHECKING, Any, TextIO
 import yaml
 
 from grl_aecnn.config import PROJECT_ROOT, ConfigError
-from grl_aecnn.runtime import RAY_ENV_DEFAULTS
+from grl_aecnn.runtime import CLUSTER_OWNED, RAY_ENV_DEFAULTS
 
 if TYPE_CHECKING:
     from ray.job_submission import JobDetails, JobStatus, JobSubmissionClient
 
 RUNTIME_ENV_FILE = PROJECT_ROOT / "platform" / "runtime_env.yaml"
-# Settings the cluster decides when it starts (`ray start`); a job that overrode them could
-# no longer talk to its own cluster (token auth, node IP).
-CLUSTER_OWNED = frozenset({"RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"})
 # Local settings a job inherits when set; credentials are not shipped (runtime_env is
 # visible to anyone who can read the dashboard): configure them on the cluster's nodes.
 PASS_THROUGH = ("MLFLOW_TRACKING_URI",)

@@ -8,6 +8,8 @@ them. The server decodes the symbols and rebuilds all C channels with a few conv
 
 from __future__ import annotations
 
+from typing import get_args
+
 import numpy as np
 import torch
 from torch import nn
@@ -15,8 +17,9 @@ from torch import nn
 from grl_aecnn.codecs import quantize as q
 from grl_aecnn.codecs.bitstream import BitstreamError, Header, pack, unpack
 from grl_aecnn.codecs.entropy import SymbolModel
+from grl_aecnn.codecs.settings import ScaleMode
 
-SCALE_MODES = ("calibrated", "per-sample")
+SCALE_MODES = get_args(ScaleMode)
 
 
 class ChannelAttention(nn.Module):

@@ -61,7 +61,7 @@ class BottleNetPPCodec(nn.Module):
                  channel: str = "awgn", max_level: float = 0.1, grid: int = 8):
         super().__init__()
         c, h, w = shape
-        self.shape, self.code_channels, self.stride, self.grid = tuple(shape), channels, stride, grid
+        self.shape, self.stride, self.grid = tuple(shape), stride, grid
         self.code_shape = (channels, -(-h // stride), -(-w // stride))
         self.encoder = conv_encoder(c, channels, width, stride)
         self.channel = ChannelLayer(channel, max_level)
@@ -100,13 +100,15 @@ class BottleNetPPCodec(nn.Module):
             payload = self.symbols.encode(syms)
         else:
             payload = pack_raw(syms, BITS)
-        header = Header(self.kind, self.code_shape, BITS, entropy_coded, tuple(range(self.code_channels)))
-        return pack(header, payload)
+        return pack(self._header(entropy_coded), payload)
+
+    def _header(self, entropy_coded: bool) -> Header:
+        return Header(self.kind, self.code_shape, BITS, entropy_coded, tuple(range(self.code_shape[0])))
 
     def decode(self, data: bytes) -> np.ndarray:
         """Bitstream -> code values in [0, 1], [c, h, w]; BitstreamError on any fault."""
         header, payload = unpack(data)
-        if (header.codec, header.shape, header.bits, header.scale_codes) != (self.kind, self.code_shape, BITS, b""):
+        if header != self._header(header.entropy_coded):
             raise BitstreamError(f"stream header {header} does not match this codec (code shape {self.code_shape})")
         if header.entropy_coded:
             if self.symbols is None:

@@ -8,7 +8,7 @@ ways to get the scale:
   per-sample maximum spends the levels on rare peaks; a percentile clip keeps them where the
   values are, and the header shrinks by a byte per channel.
 - ``per-sample``: the channel maximum of each sample, log-coded in one header byte,
-  ``scale = 2 ** ((code - 128) / 8)`` (9 % steps from 2^-16 to 2^16), rounded up so nothing
+  ``scale = 2 ** ((code - 128) / 8)`` (9 % steps from 2^-16 to 2^15.9), rounded up so nothing
   is clipped: robust to inputs unlike the training data.
 
 Encoder, decoder and training use this module, so they agree bit for bit.

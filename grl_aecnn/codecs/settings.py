@@ -9,6 +9,7 @@ from pydantic import Field
 from grl_aecnn.settings_base import Section
 
 SplitName = Literal["stem", "layer1", "layer2", "layer3", "layer4"]
+ScaleMode = Literal["calibrated", "per-sample"]
 
 
 class AECNNPoints(Section):
@@ -17,7 +18,7 @@ class AECNNPoints(Section):
     attention_reduction: int = Field(4, ge=1, description="Hidden size of the attention MLP is C / this.")
     attention_sparsity: float = Field(0.01, ge=0, description="L1 weight on the attention, sharpening the ranking.")
     decoder_width: int = Field(64, ge=1, description="Channels inside the feature-recovery decoder.")
-    scales: Literal["calibrated", "per-sample"] = Field(
+    scales: ScaleMode = Field(
         "calibrated", description="Quantiser range: per-channel clip fixed from training data (nothing in the "
                                   "header), or each sample's channel maximum (a header byte per channel).")
     clip_percentile: float = Field(99.5, gt=0, le=100, description="Calibrated scale = this percentile of the channel.")
@@ -43,8 +44,8 @@ class DeepJSCCPoints(Section):
 
 class Schedule(Section):
     """Epochs of each training step over the training split tensors; a fraction trains on a random
-    subset, 0 skips the step. The feature step never runs the tail, so it costs about a fifth of
-    a tail step per sample: cheap epochs there buy more than costly ones later (measured)."""
+    subset, 0 skips the step. The feature step never runs the tail (only the codec's few convs),
+    so its epochs are cheap next to those of the steps that back-propagate through the tail."""
 
     attention: float = Field(1.0, gt=0, description="Channel attention in front of the frozen tail (once per split).")
     feature: float = Field(0.0, ge=0, description="Codec alone on feature MSE (no tail).")

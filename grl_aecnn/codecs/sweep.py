@@ -64,7 +64,6 @@ def train_codecs(cfg: ExperimentConfig, resume: bool) -> dict[str, Any]:
 
     model, meta = load_trained_backbone(cfg)
     splits = load_splits(cfg.data)
-    splits.train.augment = False  # codecs learn the backbone's features of the images as they are
     return run_sweep(cfg, resume, model, meta, splits)
 
 
@@ -113,7 +112,7 @@ def prepare_inputs(cfg: ExperimentConfig, model: torch.nn.Module, meta: dict[str
     if cache.exists():
         tensors = load_file(str(cache))
     else:
-        head, _ = split_resnet(model.eval(), c.split)
+        head, tail = split_resnet(model.eval(), c.split)
         tensors = {}
         for name, split, n, stream in (("train", splits.train, c.train_samples, 101),
                                        ("val", splits.val, c.val_samples, 102),
@@ -123,7 +122,7 @@ def prepare_inputs(cfg: ExperimentConfig, model: torch.nn.Module, meta: dict[str
             if name == "test":
                 tensors["test_png"] = torch.from_numpy(png_sizes(split, idx))
         # the clean tail's logits: every trial distils them, so they are computed once here
-        tensors["train_teacher"] = teacher_logits(split_resnet(model.eval(), c.split)[1], tensors["train_z"])
+        tensors["train_teacher"] = teacher_logits(tail, tensors["train_z"])
         save_file(tensors, str(cache))
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     inputs = SweepInputs(meta.get("arch", "resnet18"), int(meta.get("num_classes", splits.num_classes)),

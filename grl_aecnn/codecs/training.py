@@ -10,8 +10,7 @@
 
 The task loss distils the clean backbone: the tail's logits on the uncompressed split tensor
 are the teacher (computed once; the head is frozen, so they never change). Soft targets say
-how alike the classes look, which a few epochs of hard labels cannot; it was worth 0.7
-points of top-1 at 256x on the quick preset for the same training time. Each step runs a
+how alike the classes look, which a few epochs of hard labels cannot. Each step runs a
 one-cycle learning-rate schedule.
 """
 

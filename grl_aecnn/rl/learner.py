@@ -109,8 +109,9 @@ class DeviceCreditPPOLearner(PPOTorchLearner):
         entropy_coeff = self.entropy_coeff_schedulers_per_module[module_id].get_current_value()
         total_loss = device_mean(-surrogate + config.vf_loss_coeff * vf_loss_clipped - entropy_coeff * entropy)
 
-        kl = prev.kl_per_device(curr) if config.use_kl_loss else torch.zeros_like(ratio)
+        kl = torch.zeros_like(ratio)
         if config.use_kl_loss:
+            kl = prev.kl_per_device(curr)
             total_loss = total_loss + self.curr_kl_coeffs_per_module[module_id] * device_mean(kl)
 
         self.metrics.log_dict(

@@ -39,10 +39,6 @@ class SlotState:
         """k copies of a single slot (B = 1), to score k candidate decisions at once."""
         return SlotState(**{f.name: np.repeat(getattr(self, f.name), k, axis=0) for f in fields(self)})
 
-    def select(self, index: int) -> "SlotState":
-        """Copy `index` of the batch as a batch of one."""
-        return SlotState(**{f.name: getattr(self, f.name)[index:index + 1] for f in fields(self)})
-
 
 @dataclass(frozen=True)
 class SlotOutcome:

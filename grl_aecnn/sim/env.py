@@ -122,7 +122,6 @@ class MECEnv(gym.Env):
         self.profile = profile
         self.codecs = list(codecs if codecs is not None else scenario.codecs)
         self.points = point_table(profile, self.codecs)
-        self._seed = seed
         self.core = VecMEC(scenario, batch=1, seed=seed)
         self._started = False
         sc, v = scenario, self.points.num
