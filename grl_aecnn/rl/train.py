@@ -285,7 +285,8 @@ def train_ppo(cfg: ExperimentConfig, profile: CodecProfile, runs: list[PolicyRun
         run = by_name[name]
         checkpoint = Path(result.checkpoint.path)
         meta = {"name": name, "codecs": list(run.codecs), "iterations": done,
-                "trained_on": {"num_devices": cfg.scenario.num_devices, "num_servers": cfg.scenario.num_servers}}
+                "trained_on": {"num_devices": cfg.scenario.num_devices, "num_servers": cfg.scenario.num_servers,
+                               "train_scenarios": cfg.policy.train_scenarios.model_dump(mode="json")}}
         path = export_policy(checkpoint, out_dir / name, meta)
         trained[name] = TrainedPolicy(name, run.codecs, path, checkpoint, done, iteration_metrics(result.metrics))
     return trained

@@ -194,6 +194,12 @@ def error_free(sc: ScenarioConfig) -> bool:
     return sc.channel_est_error_db == 0 and sc.capacity_est_noise == 0 and not lag_matters
 
 
+def capacity_drift(sc: ScenarioConfig) -> float:
+    """Std of the AR(1) capacity's change over the lag: sigma sqrt(1 - rho^(2L))."""
+    rho = sc.capacity_correlation ** sc.capacity_lag_slots
+    return float(sc.capacity_std * np.sqrt(1.0 - rho * rho))
+
+
 def sample_realisations(sc: ScenarioConfig, est: SlotState, k: int, rng: np.random.Generator) -> SlotState:
     """K draws of the realised slot given the policy's view `est` (B = 1), under the estimate-error
     model `VecMEC` draws from: a log-normal channel error of `channel_est_error_db` (symmetric, so
@@ -205,7 +211,7 @@ def sample_realisations(sc: ScenarioConfig, est: SlotState, k: int, rng: np.rand
     seen = base.capacity / sc.server_flops + sc.capacity_est_noise * rng.standard_normal(base.capacity.shape)
     rho = sc.capacity_correlation ** sc.capacity_lag_slots
     beta = (sc.capacity_mean + rho * (seen - sc.capacity_mean)
-            + sc.capacity_std * np.sqrt(1.0 - rho * rho) * rng.standard_normal(base.capacity.shape))
+            + capacity_drift(sc) * rng.standard_normal(base.capacity.shape))
     return replace(base, gain=gain, capacity=sc.server_flops * np.clip(beta, sc.capacity_min, 1.0))
 
 

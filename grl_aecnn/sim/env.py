@@ -16,7 +16,7 @@ import numpy as np
 
 from grl_aecnn.profile import CodecProfile, load_profile, parse_profile
 from grl_aecnn.sim import channel
-from grl_aecnn.sim.core import SlotOutcome, SlotState, VecMEC, action_count, slot_outcome
+from grl_aecnn.sim.core import SlotOutcome, SlotState, VecMEC, action_count, capacity_drift, slot_outcome
 from grl_aecnn.sim.points import PointTable, point_table
 from grl_aecnn.sim.settings import ScenarioConfig
 
@@ -95,8 +95,7 @@ def context(sc: ScenarioConfig) -> np.ndarray:
 def capacity_uncertainty(sc: ScenarioConfig) -> float:
     """Std of the realised capacity fraction around what the policy sees: the estimate noise plus
     the AR(1) drift over the lag (see `grl_aecnn.sim.core.sample_realisations`)."""
-    rho = sc.capacity_correlation ** sc.capacity_lag_slots
-    return float(np.hypot(sc.capacity_est_noise, sc.capacity_std * np.sqrt(1.0 - rho * rho)))
+    return float(np.hypot(sc.capacity_est_noise, capacity_drift(sc)))
 
 
 def action_mask(sc: ScenarioConfig, num_points: int, task: np.ndarray) -> np.ndarray:
