@@ -43,7 +43,7 @@ def test_yaml_file_round_trip(tmp_path: Path) -> None:
         ("data.dataset=cifar", "data.dataset: Input should be 'fashion-mnist', 'digits', 'caltech101' or"),
         ("nosuchsection.x=1", "nosuchsection: unknown key; allowed keys here: backbone, codecs,"),
         ("backbone=3", "backbone: Input should be a valid dictionary"),
-        ("name=a/b", "name must be a non-empty folder name"),
+        ("name=a/b", "name: 'a/b' is not allowed"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(override: str, expected: str) -> None:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import yaml
 from scipy import stats
 
 from grl_aecnn.policies.base import bind_policy
@@ -134,14 +133,17 @@ def parse_network(value: str) -> tuple[int, int]:
 
 def load_sweep(name_or_path: str) -> dict[str, list[Any]]:
     """The sweep's axes; each axis must be a ScenarioConfig field."""
-    from grl_aecnn.config import PRESET_DIR
+    from grl_aecnn.config import sweep_path
+    from grl_aecnn.input_files import MAX_BYTES, BadFile, YamlError, load_yaml, read_text
 
-    path = Path(name_or_path)
-    if not path.exists():
-        path = PRESET_DIR / f"{name_or_path}.yaml"
-    if not path.exists():
-        raise FileNotFoundError(f"sweep file not found: {name_or_path} (looked in {PRESET_DIR})")
-    axes = (yaml.safe_load(path.read_text()) or {}).get("axes", {})
+    path = sweep_path(name_or_path)
+    try:
+        tree = load_yaml(read_text(path, "sweep file", MAX_BYTES)) or {}
+    except YamlError as err:
+        raise BadFile(f"sweep file {path}: {err}") from None
+    axes = tree.get("axes", {}) if isinstance(tree, dict) else None
+    if not isinstance(axes, dict) or not all(isinstance(v, list) for v in axes.values()):
+        raise BadFile(f"sweep file {path}: expected `axes: {{scenario_field: [values, ...]}}`")
     unknown = sorted(set(axes) - set(ScenarioConfig.model_fields) - {NETWORK_AXIS})
     if unknown:
         raise ValueError(f"{path}: axes {unknown} are not scenario fields")
