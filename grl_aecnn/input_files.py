@@ -7,7 +7,7 @@ through silently:
 PyYAML's safe loader keeps the last of two equal keys, expands aliases without limit (a few
 hundred bytes can stand for gigabytes once validated or printed) and recurses once per
 nesting level. Config files are small and flat, so this loader rejects duplicate keys and
-caps the document's size, its aliases and its depth.
+caps the document's size, its aliases, its depth and its size once aliases are expanded.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import yaml
 MAX_BYTES = 256 * 1024
 MAX_ALIASES = 64
 MAX_DEPTH = 32
+MAX_NODES = 100_000
 
 
 class BadFile(ValueError):
@@ -64,6 +65,12 @@ class _StrictLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
+    def get_single_node(self) -> Any:
+        node = super().get_single_node()
+        if node is not None and _expanded_size(node, {}) > MAX_NODES:
+            raise YamlError(f"aliases expand to more than {MAX_NODES} values")
+        return node
+
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
@@ -76,6 +83,17 @@ class _StrictLoader(yaml.SafeLoader):
                 raise YamlError(f"line {key_node.start_mark.line + 1}: duplicate key {str(key)[:80]!r}")
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """Values in the document once every alias is expanded (memoised per shared node)."""
+    if id(node) not in sizes:
+        sizes[id(node)] = 1
+        if isinstance(node, yaml.SequenceNode):
+            sizes[id(node)] += sum(_expanded_size(child, sizes) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            sizes[id(node)] += sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+    return sizes[id(node)]
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _StrictLoader.construct_mapping)

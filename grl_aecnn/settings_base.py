@@ -18,6 +18,8 @@ def _int_not_bool(annotation: Any) -> bool:
     if annotation is bool or isinstance(annotation, type):
         return False
     origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _int_not_bool(typing.get_args(annotation)[0])
     if origin in (typing.Union, types.UnionType, list, tuple):
         args = typing.get_args(annotation)
         return bool not in args and any(_int_not_bool(a) for a in args)
