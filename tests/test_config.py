@@ -84,3 +84,14 @@ def test_flat_params_cover_every_leaf() -> None:
     flat = ExperimentConfig().flat()
     assert flat["backbone.epochs"] == ExperimentConfig().backbone.epochs
     assert all(not isinstance(v, dict) for v in flat.values())
+
+
+def test_split_channel_table_matches_the_models() -> None:
+    """The torch-free table the config checks kept channels against is what the real models cut to."""
+    from grl_aecnn.backbone.models import build_model
+    from grl_aecnn.backbone.split import split_info
+    from grl_aecnn.backbone.split_points import SPLIT_CHANNELS, SPLIT_POINTS
+
+    for arch, table in SPLIT_CHANNELS.items():
+        model = build_model(arch, 10).eval()
+        assert {s: split_info(model, s, 32).shape[0] for s in SPLIT_POINTS} == table, arch
