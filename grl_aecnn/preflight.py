@@ -62,3 +62,8 @@ def check_run_inputs(cfg: ExperimentConfig, resume: bool, stop_after: str | None
         from grl_aecnn.backbone.io import MODEL_FILE
 
         check_safetensors(cfg.run_dir / "backbone" / MODEL_FILE)
+    if todo and "codecs" not in todo and "backbone" not in todo:
+        from grl_aecnn.codecs.sweep import PROFILE_FILE
+        from grl_aecnn.profile import load_profile
+
+        load_profile(cfg.run_dir / "codecs" / PROFILE_FILE).select(cfg.scenario.codecs)

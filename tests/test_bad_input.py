@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pytest
 
 from grl_aecnn import pipeline
@@ -386,3 +387,50 @@ def test_subprocess_one_line_exit_2_nothing_created(tmp_path: Path, args: list[s
                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert res.returncode == EXIT_CONFIG and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.json"]
+
+
+def _finished(cfg: Any, stage: str) -> Path:
+    from grl_aecnn.pipeline import MARKER
+
+    folder = cfg.run_dir / stage
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MARKER).write_text(json.dumps({"hash": cfg.stage_hash(stage), "summary": {}}))
+    return folder
+
+
+@pytest.mark.parametrize(("label", "content", "expect"), [
+    ("profile-infinity", _mutate(_point(1)).replace(b'"payload_bytes": 16412.0', b'"payload_bytes": Infinity'),
+     "Infinity is not allowed"),
+    ("profile-not-utf8", b"\xff\xfe", "not UTF-8 text"),
+    ("profile-no-aecnn", _mutate(lambda d: d.update(points=[p for p in d["points"] if p["codec"] != "aecnn"])),
+     "are not in the profile"),
+    ("profile-missing", None, "not found"),
+])
+def test_bad_profile_in_a_finished_codec_stage(cli: Callable[..., tuple[int, list[str]]], tmp_path: Path,
+                                               label: str, content: bytes | None, expect: str) -> None:
+    """The policies stage reads the codec stage's profile: a damaged one stops the command before it runs."""
+    from safetensors.numpy import save_file
+
+    from grl_aecnn.config import load_config
+
+    cfg = load_config("tiny", [f"output_dir={tmp_path / 'out'}"])
+    save_file({"w": np.zeros(2, np.float32)}, str(_finished(cfg, "backbone") / "model.safetensors"))
+    codecs = _finished(cfg, "codecs")
+    if content is not None:
+        (codecs / "profile.json").write_bytes(content)
+    _assert_one_line(*cli("train-policy", "--config", "tiny"), expect)
+
+
+@pytest.mark.parametrize("content", [b"\xff", b"[1, 2]", b"[" * 100_000, b"{\"hash\": 3}", None])
+def test_damaged_stage_marker_means_not_finished(tmp_path: Path, content: bytes | None) -> None:
+    from grl_aecnn.config import load_config
+    from grl_aecnn.pipeline import MARKER, finished_summary
+
+    cfg = load_config("tiny", [f"output_dir={tmp_path}"])
+    marker = cfg.run_dir / "backbone" / MARKER
+    if content is None:
+        marker.mkdir(parents=True)  # a folder where the file should be
+    else:
+        marker.parent.mkdir(parents=True)
+        marker.write_bytes(content)
+    assert finished_summary(cfg, "backbone") is None
