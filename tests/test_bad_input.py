@@ -296,6 +296,9 @@ BAD_SWEEPS: list[tuple[str, bytes, str]] = [
     ("sweep-bad-value", b"axes: {num_devices: [-1]}\n", "num_devices"),
     ("sweep-inf-value", b"axes: {penalty: [.inf]}\n", "finite"),
     ("sweep-duplicate-key", b"axes: {penalty: [1]}\naxes: {penalty: [2]}\n", "duplicate key"),
+    ("sweep-combination-list", b"combinations: {hard: [1]}\n", "combinations: {name"),
+    ("sweep-combination-bad-value", b"combinations: {hard: {penalty: -1}}\n", "penalty"),
+    ("sweep-combination-unknown", b"combinations: {hard: {warp: 1}}\n", "are not scenario fields"),
 ]
 
 
