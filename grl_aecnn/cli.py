@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from grl_aecnn.cluster.cli import register as register_cluster_commands
 from grl_aecnn.config import ConfigError, ExperimentConfig, dump_config, load_config, one_line, preset_names
 from grl_aecnn.input_files import BadFile
 from grl_aecnn.pipeline import STAGE_NAMES
 from grl_aecnn.profile import ProfileError
+
+if TYPE_CHECKING:
+    from grl_aecnn.policies.registry import PolicySpec
 
 EXIT_CONFIG = 2
 EXIT_UNAVAILABLE = 3
@@ -93,9 +96,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     cfg = _config(args)
     from grl_aecnn import tracking
     from grl_aecnn.evaluation.harness import evaluate
-    from grl_aecnn.profile import load_profile
-
     from grl_aecnn.preflight import check_sweep
+    from grl_aecnn.profile import load_profile
 
     profile = load_profile(args.profile)
     profile.select(cfg.scenario.codecs)
@@ -109,7 +111,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _policies_index(path: str) -> list:
+def _policies_index(path: str) -> list["PolicySpec"]:
     """The trained policies listed in a policies.json index; BadFile naming it when unreadable."""
     from grl_aecnn.policies.registry import read_index
 
