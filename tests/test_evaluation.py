@@ -30,7 +30,7 @@ def test_evaluate_writes_results_plots_report_and_logs(tmp_path: Path, mlflow_st
                      "combinations:\n  hard: {network: 6x2, deadline_max_s: 0.05, channel_est_error_db: 4.0}\n")
     register_policy_factory("test-local", lambda spec, env: AllLocal())
     ev = EvaluationConfig(episodes=2, default_episodes=3, slots_per_episode=5, sweep=str(sweep), fixed_points=False,
-                          subject="my-local", robust_samples=8)
+                          subject="my-local", robust_samples=8, workers=1)  # test-local lives here only
     sc = ScenarioConfig(num_devices=4, num_servers=1)
     # Two learned policies on two codec sets: each is compared with the oracle on its own set.
     trained = [PolicySpec("my-local", "test-local"), PolicySpec("bnpp-local", "test-local", codecs=["bottlenetpp"])]
@@ -87,3 +87,18 @@ def test_unknown_kind_and_sweep_axis_rejected(tmp_path: Path) -> None:
     bad.write_text("axes:\n  warp_speed: [1, 2]\n")
     with pytest.raises(ValueError, match="warp_speed"):
         load_sweep(str(bad))
+
+
+def test_parallel_workers_give_the_same_results(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("axes:\n  deadline_max_s: [0.05]\n")
+    sc = ScenarioConfig(num_devices=5, num_servers=2)
+    rewards = []
+    for workers in (1, 2):
+        ev = EvaluationConfig(episodes=2, slots_per_episode=4, sweep=str(sweep), workers=workers, robust_samples=8,
+                              policies=["planner", "robust-planner", "greedy", "random"])
+        summary = evaluate(PROFILE, sc, ev, tmp_path / f"out{workers}", seed=3)
+        rewards.append({name: row["reward"] for name, row in summary["default"].items()})
+        rows = list(csv.DictReader((tmp_path / f"out{workers}" / "results.csv").open()))
+        assert [r["policy"] for r in rows] == ["planner", "robust-planner", "greedy", "random"] * 2  # job order kept
+    assert rewards[0] == rewards[1]

@@ -11,7 +11,10 @@ changes one field of the base scenario, and the base scenario itself is row "def
 from __future__ import annotations
 
 import csv
+import os
 import time
+from concurrent.futures import Executor, ProcessPoolExecutor
+from multiprocessing import get_context
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -210,9 +213,11 @@ def evaluate(profile: CodecProfile | str | Path, scenario: ScenarioConfig, ev: "
     rows: list[dict[str, Any]] = []
     default_runs: list[PolicyRun] = []
     jobs = [(a, v, sc, spec) for a, v, sc in scenarios for spec in specs]
-    for axis, value, sc, spec in tqdm(jobs, desc="evaluate", disable=None):
-        episodes = (ev.default_episodes or ev.episodes) if axis == "default" else ev.episodes
-        run = run_policy(spec, sc, profile, episodes, seed)
+    args = [(spec, sc, profile, (ev.default_episodes or ev.episodes) if a == "default" else ev.episodes, seed)
+            for a, v, sc, spec in jobs]
+    with _pool(ev.workers) as pool:
+        runs = list(tqdm(pool.map(_run_job, args), total=len(jobs), desc="evaluate", disable=None))
+    for (axis, value, sc, spec), run in zip(jobs, runs):
         inside = dist.contains(sc, scenario) if not dist.empty else axis == "default"
         rows.append(_row(axis, value, run, spec, sc, inside))
         if axis == "default":
@@ -234,6 +239,24 @@ def evaluate(profile: CodecProfile | str | Path, scenario: ScenarioConfig, ev: "
 
 
 LEARNED_KINDS = ("rllib", "droo")
+
+
+def _run_job(args: tuple) -> PolicyRun:
+    return run_policy(*args)
+
+
+def _pool(workers: int) -> Executor:
+    """Processes for the (scenario, policy) jobs: every job is independent and seeded, so the
+    results do not depend on how many run at once. Spawned, not forked: the caller may hold
+    Ray and torch threads. One worker runs inline (policies registered in this process only)."""
+    if workers == 1:
+        return _Inline()
+    return ProcessPoolExecutor(max_workers=workers or os.cpu_count(), mp_context=get_context("spawn"))
+
+
+class _Inline(Executor):
+    def map(self, fn, *iterables, **kwargs):  # noqa: ANN001, ANN201 - Executor's signature
+        return map(fn, *iterables)
 
 
 def _row(axis: str, value: Any, run: PolicyRun, spec: PolicySpec, sc: ScenarioConfig,

@@ -21,4 +21,6 @@ class EvaluationConfig(Section):
         None, description="Codecs the oracle may use (default: every codec in the profile).")
     oracle_method: str = Field("search", pattern="^(search|milp)$")
     robust_samples: int = Field(32, ge=1, le=4096, description="Robust planner: realisations drawn per slot (SAA).")
+    workers: int = Field(0, ge=0, le=256, description="Processes running (scenario, policy) jobs at once; 0: one "
+                                                    "per CPU; 1: in this process.")
     subject: str = Field("grl-aecnn", description="The learned policy the generalisation table ranks.")
