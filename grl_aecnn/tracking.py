@@ -142,7 +142,7 @@ def _resumable_run(cfg: "ExperimentConfig", folder: Path, name: str, run_name: s
 def stage_run(cfg: "ExperimentConfig", stage: str, **tags: str) -> Iterator["mlflow.ActiveRun"]:
     """A run for one stage, nested under the pipeline's parent run when one is active; a
     resumed stage continues the run its interrupted attempt started."""
-    with _resumable_run(cfg, cfg.stage_dir(stage), stage, f"{cfg.name}/{stage}",
+    with _resumable_run(cfg, cfg.run_dir / stage, stage, f"{cfg.name}/{stage}",
                         {"grl_aecnn.stage": stage, "grl_aecnn.config_hash": cfg.stage_hash(stage), **tags}) as run:
         yield run
 

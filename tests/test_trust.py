@@ -148,7 +148,7 @@ def test_backbone_resume_loads_no_pickle(ray_local, tiny_config, tmp_path: Path)
         train_backbone(cfg, resume=False)
     run_folder = cfg.run_dir / "backbone" / "ray_train" / RUN_NAME
     marker = tmp_path / "marker"
-    for checkpoint in run_folder.glob("checkpoint_*"):
+    for checkpoint in (c for c in run_folder.glob("checkpoint_*") if c.is_dir()):
         plant(checkpoint, ["optimizer.pt", "model.pt", "algorithm_state.pkl"], marker)
     plant(run_folder, ["trainer.pkl", "tuner.pkl"], marker)
 
