@@ -47,6 +47,7 @@ from grl_aecnn.rl.learner import DeviceCreditPPOLearner
 from grl_aecnn.rl.policy import MODULES, export_policy
 from grl_aecnn.rl.settings import PPOConfig
 from grl_aecnn.rl.vector_env import make_vector_env
+from grl_aecnn.sim.env import episode_metrics
 from grl_aecnn.tracking import RUNS_FILE, child_run_tags, record_run, recorded_run, tracking_uri
 
 ENV_NAME = "grl_aecnn_mec"
@@ -100,12 +101,8 @@ class MECEpisodeMetrics(RLlibCallback):
 
     def on_episode_end(self, *, episode, env_runner=None, metrics_logger=None, **kwargs) -> None:
         infos = [info for info in episode.get_infos() if "tasks" in info]  # the reset info is empty
-        tasks = sum(info["tasks"] for info in infos)
-        values = {
-            "accuracy": sum(info["accuracy_sum"] for info in infos) / tasks if tasks else 0.0,
-            "success_rate": sum(info["on_time"] for info in infos) / tasks if tasks else 0.0,
-            "throughput": float(np.mean([info["throughput"] for info in infos])) if infos else 0.0,
-        }
+        slot_s = env_runner.config.env_config["scenario"]["slot_s"]
+        values = episode_metrics(infos, slot_s)
         window = env_runner.config.metrics_num_episodes_for_smoothing
         for key in EPISODE_METRICS:
             metrics_logger.log_value(key, values[key], reduce="mean", window=window)
@@ -281,7 +278,8 @@ def env_config(cfg: ExperimentConfig, profile: CodecProfile, run: PolicyRun) -> 
     """
     scenario = cfg.scenario.model_copy(update={"codecs": list(run.codecs)})
     return {"policy": run.name, "scenario": scenario.model_dump(mode="json"),
-            "profile": profile.model_dump(mode="json"), "codecs": list(run.codecs), "seed": None}
+            "profile": profile.model_dump(mode="json"), "codecs": list(run.codecs), "seed": None,
+            "train_scenarios": cfg.policy.train_scenarios.model_dump(mode="json")}
 
 
 def rllib_config(cfg: ExperimentConfig, env: dict[str, Any] | Any) -> RLlibPPOConfig:
