@@ -4,6 +4,7 @@ folder and none of the project's environment defaults, as a script using the lib
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -53,12 +54,34 @@ def ray_tmp():
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def stop_cluster(temp_dir: str) -> None:
-    """Stop only the Ray processes of one temp folder (`ray stop` would stop every Ray here)."""
-    mine = [p for p in psutil.process_iter(["cmdline"]) if temp_dir in " ".join(p.info["cmdline"] or [])]
-    for proc in mine:
+def named_processes(temp_dir: str) -> list[psutil.Process]:
+    """The processes whose command line names ``temp_dir`` (what `pkill -f` in the README matches)."""
+    return [p for p in psutil.process_iter(["cmdline"]) if temp_dir in " ".join(p.info["cmdline"] or [])]
+
+
+def stop_cluster(temp_dir: str) -> list[psutil.Process]:
+    """Stop only the Ray of one temp folder (`ray stop` would stop every Ray here), as the README
+    does: SIGKILL to the processes that name it and to their children (workers and agents
+    rename themselves). Returns whatever of it, grandchildren included, still runs after 20 s."""
+    named = named_processes(temp_dir)
+    everything = {p for proc in named for p in [proc, *proc.children(recursive=True)]}
+    for proc in {p for proc in named for p in [proc, *proc.children()]}:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    deadline = time.monotonic() + 20
+    while (alive := [p for p in everything if _running(p)]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for proc in alive:
         proc.kill()
-    psutil.wait_procs(mine, timeout=10)
+    return alive
+
+
+def _running(proc: psutil.Process) -> bool:
+    """Alive and not a zombie (an exited process nobody has reaped yet holds no socket)."""
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def bare_env(ray_tmp: str) -> dict[str, str]:
@@ -102,9 +125,6 @@ def test_local_run_does_not_join_a_cluster_found_on_the_machine(ray_tmp: str) ->
     assert not gcs.endswith(f":{port}"), gcs
 
     # The README's way to stop only this cluster (by its temp folder) stops all of it.
-    named = [p for p in psutil.process_iter(["cmdline"]) if ray_tmp in " ".join(p.info["cmdline"] or [])]
-    family = {p for proc in named for p in [proc, *proc.children(recursive=True)]}
-    assert len(named) >= 2  # GCS and raylet at least
-    stop_cluster(ray_tmp)
-    _, alive = psutil.wait_procs(list(family), timeout=20)
-    assert not alive, [p.pid for p in alive]
+    assert len(named_processes(ray_tmp)) >= 2  # GCS and raylet at least
+    left = stop_cluster(ray_tmp)
+    assert not left, [p.pid for p in left]
