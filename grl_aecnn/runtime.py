@@ -61,7 +61,6 @@ def init_ray(cfg: "ExperimentConfig | None" = None) -> None:
     if ray.is_initialized():
         return
     address = (cfg.ray.address if cfg else None) or os.environ.get("RAY_ADDRESS")
-    _reread_ray_bind_setting()
     if address and not address.startswith(("http://", "https://")):  # a dashboard URL is for jobs only
         ray.init(address=address, log_to_driver=True)
         return
@@ -71,6 +70,7 @@ def init_ray(cfg: "ExperimentConfig | None" = None) -> None:
     # The dashboard (on loopback) also serves the state API that Ray Train polls.
     kwargs: dict = {"include_dashboard": True, "dashboard_host": "127.0.0.1", "log_to_driver": True,
                     "address": "local"}
+    _reread_ray_bind_setting()
     if cfg is not None:
         if cfg.ray.num_cpus:
             kwargs["num_cpus"] = cfg.ray.num_cpus
