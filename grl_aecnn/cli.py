@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from grl_aecnn.cluster.cli import register as register_cluster_commands
-from grl_aecnn.config import ConfigError, ExperimentConfig, dump_config, load_config, preset_names
+from grl_aecnn.config import ConfigError, ExperimentConfig, dump_config, load_config, one_line, preset_names
+from grl_aecnn.input_files import BadFile
 from grl_aecnn.pipeline import STAGE_NAMES
+from grl_aecnn.profile import ProfileError
+
+if TYPE_CHECKING:
+    from grl_aecnn.policies.registry import PolicySpec
 
 EXIT_CONFIG = 2
 EXIT_UNAVAILABLE = 3
+BAD_INPUT: tuple[type[Exception], ...] = (ConfigError, BadFile, ProfileError, FileNotFoundError)
 
 DESCRIPTION = """\
 Train and evaluate semantic compression (AECNN) and graph-RL offloading (GRL-AECNN)
@@ -57,51 +63,62 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, resume: bool, stop_after: str | None = None, only: str | None = None) -> int:
+    """Check what the stages about to run will read, then run them (nothing is created before)."""
     from grl_aecnn.pipeline import run_pipeline
+    from grl_aecnn.preflight import check_run_inputs
 
-    run_pipeline(_config(args), resume=not args.fresh, stop_after=args.stop_after)
+    cfg = _config(args)
+    check_run_inputs(cfg, resume, stop_after, only)
+    run_pipeline(cfg, resume=resume, stop_after=stop_after, only=only)
     return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return _run(args, resume=not args.fresh, stop_after=args.stop_after)
 
 
 def cmd_train_backbone(args: argparse.Namespace) -> int:
-    from grl_aecnn.pipeline import run_pipeline
-
-    run_pipeline(_config(args), resume=not args.fresh, stop_after="backbone", only="backbone")
-    return 0
+    return _run(args, resume=not args.fresh, stop_after="backbone", only="backbone")
 
 
 def cmd_train_codecs(args: argparse.Namespace) -> int:
-    from grl_aecnn.pipeline import run_pipeline
-
-    run_pipeline(_config(args), resume=not args.fresh, stop_after="codecs", only="codecs")
-    return 0
+    return _run(args, resume=not args.fresh, stop_after="codecs", only="codecs")
 
 
 def cmd_train_policy(args: argparse.Namespace) -> int:
-    from grl_aecnn.pipeline import run_pipeline
-
-    run_pipeline(_config(args), resume=args.resume or not args.fresh, stop_after="policies", only="policies")
-    return 0
+    return _run(args, resume=args.resume or not args.fresh, stop_after="policies", only="policies")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    cfg = _config(args)
     if args.profile is None:
-        from grl_aecnn.pipeline import run_pipeline
-
-        run_pipeline(cfg, resume=True, stop_after="evaluation", only="evaluation")
-        return 0
+        return _run(args, resume=True, stop_after="evaluation", only="evaluation")
+    cfg = _config(args)
     from grl_aecnn import tracking
     from grl_aecnn.evaluation.harness import evaluate
-    from grl_aecnn.policies.registry import read_index
+    from grl_aecnn.preflight import check_sweep
+    from grl_aecnn.profile import load_profile
 
-    trained = read_index(args.policies) if args.policies else []
+    profile = load_profile(args.profile)
+    profile.select(cfg.scenario.codecs)
+    check_sweep(cfg)
+    trained = _policies_index(args.policies) if args.policies else []
+    tracking.check_reachable(tracking.tracking_uri(cfg))
     out = args.out or str(cfg.stage_dir("evaluation"))
     with tracking.stage_run(cfg, "evaluation", profile=str(args.profile)):
-        summary = evaluate(args.profile, cfg.scenario, cfg.evaluation, out, trained=trained, seed=cfg.seed)
+        summary = evaluate(profile, cfg.scenario, cfg.evaluation, out, trained=trained, seed=cfg.seed)
     print(f"report: {summary['report']}")
     return 0
+
+
+def _policies_index(path: str) -> list["PolicySpec"]:
+    """The trained policies listed in a policies.json index; BadFile naming it when unreadable."""
+    from grl_aecnn.policies.registry import read_index
+
+    try:
+        return read_index(path)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:
+        raise BadFile(f"policies index {path}: {type(err).__name__}: {err}") from None
 
 
 # -- parser -----------------------------------------------------------------------------
@@ -174,10 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except ConfigError as err:
-        print(f"grl-aecnn: config error: {err}", file=sys.stderr)
+        print(f"grl-aecnn: config error: {one_line(err)}", file=sys.stderr)
+        return EXIT_CONFIG
+    except BAD_INPUT as err:
+        print(f"grl-aecnn: {one_line(err)}", file=sys.stderr)
         return EXIT_CONFIG
     except TrackingUnavailable as err:
-        print(f"grl-aecnn: {err}", file=sys.stderr)
+        print(f"grl-aecnn: {one_line(err)}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except KeyboardInterrupt:
         print("grl-aecnn: interrupted; run the same command again to resume from the last checkpoint",

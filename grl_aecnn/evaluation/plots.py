@@ -59,12 +59,15 @@ def plot_axes(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         values = list(dict.fromkeys(r["value"] for r in rows if r["axis"] == axis))
         numeric = all(_is_number(v) for v in values)
         for ax, metric in zip(axes.ravel(), LABELS):
-            for name in policies:
-                pts = sorted((float(r["value"]) if numeric else values.index(r["value"]), r[metric],
+            for i, name in enumerate(policies):
+                # Categories (network sizes, combination names) are not a line: markers side by side.
+                shift = 0.0 if numeric else 0.6 * (i / max(len(policies) - 1, 1) - 0.5)
+                pts = sorted((float(r["value"]) if numeric else values.index(r["value"]) + shift, r[metric],
                               r[f"{metric}_ci95"]) for r in rows if r["axis"] == axis and r["policy"] == name)
                 if pts:
                     x, y, e = zip(*pts)
-                    ax.errorbar(x, y, yerr=e, capsize=2, label=name, markersize=5, **style[name])
+                    ax.errorbar(x, y, yerr=e, capsize=2, label=name, markersize=5,
+                                linestyle="-" if numeric else "none", **style[name])
             if not numeric:  # categorical axis such as network sizes "6x1" or combination names
                 ax.set_xticks(range(len(values)), [str(v) for v in values], rotation=15, fontsize=8)
             ax.set_xlabel(axis)

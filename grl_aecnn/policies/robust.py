@@ -5,7 +5,8 @@ It sees only what every policy sees (the estimated slot) plus the error model th
 draws from (`grl_aecnn.sim.core.sample_realisations`): K realisations of channel and capacity
 given the estimates, the same K for every candidate (common random numbers), and the
 objective is the mean slot reward over them under the real allocation. The search starts from
-the planner (the oracle's solver trusting the estimates) and applies the best single-device
+the better (on the draws) of the planner's decision (the oracle's solver trusting the
+estimates) and every task on its cheapest option, and applies the best single-device
 change while the sampled mean improves, a change being a device going local or taking an
 option that can be optimal on the estimates (feasible, better than local, not dominated); with an error-free model
 the K draws equal the estimate and it returns the planner's decision unchanged. It is the
@@ -52,7 +53,10 @@ class RobustPlanner:
         table = option_table(sc, env.points, est)
         choice, _ = solve_slot(table)
         if not error_free(sc):
-            choice = self.improve(choice, moves(table, env.points.num), sample_realisations(sc, est, self.samples, self.rng))
+            draws = sample_realisations(sc, est, self.samples, self.rng)
+            starts = np.stack([choice, cheapest(table, env.points.num)])
+            choice = starts[int(np.argmax(self.expected_rewards(starts, draws)))]
+            choice = self.improve(choice, moves(table, env.points.num), draws)
         self.stats["slots"] += 1
         self.stats["solve_s"] += time.perf_counter() - start
         action = np.zeros(obs["device_mask"].shape[0], dtype=np.int64)
@@ -96,3 +100,12 @@ def moves(table: OptionTable, num_points: int) -> tuple[np.ndarray, np.ndarray]:
     deciding = np.flatnonzero(table.task)
     return (np.concatenate([deciding, dev]),
             np.concatenate([np.zeros(deciding.size, dtype=np.int64), encode_action(srv, pt, num_points)]))
+
+
+def cheapest(table: OptionTable, num_points: int) -> np.ndarray:
+    """Every task on its best-estimated server with the point needing the least resources: the
+    start that serves most tasks when the estimates are optimistic."""
+    need = np.maximum(table.b, table.c)  # (N, M, V)
+    flat = need.reshape(need.shape[0], -1).argmin(axis=1)
+    server, point = np.divmod(flat, num_points)
+    return np.where(table.task, encode_action(server, point, num_points), 0).astype(np.int64)

@@ -194,6 +194,12 @@ def error_free(sc: ScenarioConfig) -> bool:
     return sc.channel_est_error_db == 0 and sc.capacity_est_noise == 0 and not lag_matters
 
 
+def capacity_drift(sc: ScenarioConfig) -> float:
+    """Std of the AR(1) capacity's change over the lag: sigma sqrt(1 - rho^(2L))."""
+    rho = sc.capacity_correlation ** sc.capacity_lag_slots
+    return float(sc.capacity_std * np.sqrt(1.0 - rho * rho))
+
+
 def sample_realisations(sc: ScenarioConfig, est: SlotState, k: int, rng: np.random.Generator) -> SlotState:
     """K draws of the realised slot given the policy's view `est` (B = 1), under the estimate-error
     model `VecMEC` draws from: a log-normal channel error of `channel_est_error_db` (symmetric, so
@@ -205,7 +211,7 @@ def sample_realisations(sc: ScenarioConfig, est: SlotState, k: int, rng: np.rand
     seen = base.capacity / sc.server_flops + sc.capacity_est_noise * rng.standard_normal(base.capacity.shape)
     rho = sc.capacity_correlation ** sc.capacity_lag_slots
     beta = (sc.capacity_mean + rho * (seen - sc.capacity_mean)
-            + sc.capacity_std * np.sqrt(1.0 - rho * rho) * rng.standard_normal(base.capacity.shape))
+            + capacity_drift(sc) * rng.standard_normal(base.capacity.shape))
     return replace(base, gain=gain, capacity=sc.server_flops * np.clip(beta, sc.capacity_min, 1.0))
 
 
@@ -220,14 +226,20 @@ class OptionTable:
     task: np.ndarray  # (N,) bool
 
 
-def option_table(sc: ScenarioConfig, pts: PointTable, state: SlotState) -> OptionTable:
-    """The per-option resource needs the allocation works with, for exact solvers."""
-    g = state.gain[0][:, :, None]  # (N, M, 1)
-    cap = state.capacity[0][None, :, None]
-    flops = state.device_flops[0][:, None, None]
-    v = np.arange(pts.num)[None, None, :]
-    t_dev, x, y, accuracy = offload_needs(sc, pts, g, cap, flops, v)
+def option_grid(sc: ScenarioConfig, pts: PointTable, state: SlotState) -> tuple[np.ndarray, ...]:
+    """Every (device, server, point) option of a batch of slots, (B, N, M, V) each: the minimum
+    bandwidth and compute shares meeting the deadline when alone (inf: impossible) and the
+    accuracy at that server's SNR."""
+    v = np.arange(pts.num)
+    t_dev, x, y, accuracy = offload_needs(sc, pts, state.gain[..., None], state.capacity[:, None, :, None],
+                                          state.device_flops[:, :, None, None], v)
     x, y, accuracy = np.broadcast_arrays(x, y, accuracy)
-    b, c = min_shares(x, y, np.broadcast_to(state.deadline[0][:, None, None] - t_dev, x.shape))
+    b, c = min_shares(x, y, np.broadcast_to(state.deadline[:, :, None, None] - t_dev, x.shape))
+    return b, c, accuracy
+
+
+def option_table(sc: ScenarioConfig, pts: PointTable, state: SlotState) -> OptionTable:
+    """The per-option resource needs the allocation works with, for exact solvers (B = 1)."""
+    b, c, accuracy = option_grid(sc, pts, state)
     _, local_value = local_outcome(sc, pts, state)
-    return OptionTable(b=b, c=c, accuracy=accuracy, local_value=local_value[0], task=state.task[0])
+    return OptionTable(b=b[0], c=c[0], accuracy=accuracy[0], local_value=local_value[0], task=state.task[0])

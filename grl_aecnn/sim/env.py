@@ -16,7 +16,8 @@ import numpy as np
 
 from grl_aecnn.profile import CodecProfile, load_profile, parse_profile
 from grl_aecnn.sim import channel
-from grl_aecnn.sim.core import SlotOutcome, SlotState, VecMEC, action_count, slot_outcome
+from grl_aecnn.sim.core import (SlotOutcome, SlotState, VecMEC, action_count, capacity_drift, local_outcome,
+                                option_grid, slot_outcome)
 from grl_aecnn.sim.points import PointTable, point_table
 from grl_aecnn.sim.settings import ScenarioConfig
 
@@ -28,6 +29,9 @@ CONTEXT_FEATURES = ("deadline_min", "deadline_max", "channel_error", "capacity_u
 SERVER_FEATURES = ("capacity_est", "beta_est", "log_bandwidth", "tasks_per_server")
 EDGE_FEATURES = ("snr_db", "spectral_efficiency", "distance")
 POINT_FEATURES = ("accuracy", "log_size", "device_flops", "server_flops", "analog")
+# Per (device, server, point): what that option asks on the estimates, if it were alone.
+OPTION_FEATURES = ("bandwidth_share", "compute_share", "feasible", "accuracy_gain")
+SHARE_CLIP = 4.0
 FEATURE_CLIP = 10.0
 SNR_DB_SCALE = 30.0
 
@@ -62,6 +66,13 @@ def observe(sc: ScenarioConfig, pts: PointTable, est: SlotState) -> dict[str, np
     size = np.where(pts.is_analog, 2.0 * pts.channel_uses, pts.bits)
     point = np.stack([pts.accuracy, np.log10(np.maximum(size, 1.0)) / 6.0, pts.device_flops / pts.local_flops,
                       pts.server_flops / pts.local_flops, pts.is_analog.astype(float)], axis=1)
+    option = np.zeros((bsz, nmax, mmax, v, len(OPTION_FEATURES)), np.float32)
+    b, c, accuracy = option_grid(sc, pts, est)
+    _, local_value = local_outcome(sc, pts, est)
+    option[:, :n, :m, :, 0] = np.minimum(b, SHARE_CLIP)
+    option[:, :n, :m, :, 1] = np.minimum(c, SHARE_CLIP)
+    option[:, :n, :m, :, 2] = (b <= 1.0) & (c <= 1.0)
+    option[:, :n, :m, :, 3] = np.where(est.task[:, :, None, None], accuracy - local_value[:, :, None, None], 0.0)
     device_mask = np.zeros((bsz, nmax), np.float32)
     device_mask[:, :n] = 1.0
     server_mask = np.zeros((bsz, mmax), np.float32)
@@ -71,6 +82,7 @@ def observe(sc: ScenarioConfig, pts: PointTable, est: SlotState) -> dict[str, np
         "server": np.clip(server, -FEATURE_CLIP, FEATURE_CLIP),
         "edge": np.clip(edge, -FEATURE_CLIP, FEATURE_CLIP),
         "point": np.broadcast_to(point.astype(np.float32), (bsz, v, len(POINT_FEATURES))).copy(),
+        "option": np.clip(option, -FEATURE_CLIP, FEATURE_CLIP),
         "device_mask": device_mask,
         "server_mask": server_mask,
         "action_mask": action_mask(sc, pts.num, est.task),
@@ -95,8 +107,7 @@ def context(sc: ScenarioConfig) -> np.ndarray:
 def capacity_uncertainty(sc: ScenarioConfig) -> float:
     """Std of the realised capacity fraction around what the policy sees: the estimate noise plus
     the AR(1) drift over the lag (see `grl_aecnn.sim.core.sample_realisations`)."""
-    rho = sc.capacity_correlation ** sc.capacity_lag_slots
-    return float(np.hypot(sc.capacity_est_noise, sc.capacity_std * np.sqrt(1.0 - rho * rho)))
+    return float(np.hypot(sc.capacity_est_noise, capacity_drift(sc)))
 
 
 def action_mask(sc: ScenarioConfig, num_points: int, task: np.ndarray) -> np.ndarray:
@@ -176,6 +187,7 @@ class MECEnv(gym.Env):
             "server": box(sc.max_servers, len(SERVER_FEATURES)),
             "edge": box(sc.max_devices, sc.max_servers, len(EDGE_FEATURES)),
             "point": box(v, len(POINT_FEATURES)),
+            "option": box(sc.max_devices, sc.max_servers, v, len(OPTION_FEATURES)),
             "device_mask": unit(sc.max_devices),
             "server_mask": unit(sc.max_servers),
             "action_mask": unit(sc.max_devices, 1 + sc.max_servers * v),
