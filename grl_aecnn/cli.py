@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from grl_aecnn.cluster.cli import register as register_cluster_commands
 from grl_aecnn.config import ConfigError, ExperimentConfig, dump_config, load_config, preset_names
 from grl_aecnn.pipeline import STAGE_NAMES
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 EXIT_CONFIG = 2
 EXIT_UNAVAILABLE = 3
@@ -32,6 +35,9 @@ examples:
   grl-aecnn train-backbone --set backbone.epochs=1
   grl-aecnn config show --set data.input_size=64
 """
+
+
+REF_FORMS = "a path, an MLflow run id, runs:/<run id>/<path> or models:/<name>@<alias>"
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -71,17 +77,43 @@ def cmd_train_backbone(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fetch(cfg: ExperimentConfig, value: str, what: str, run_path: str, kind: str | None = None) -> "Path":
+    """A path, MLflow run id or URI given on the command line, fetched into ``<run_dir>/inputs``."""
+    from grl_aecnn.uris import fetch
+
+    return fetch(value, cfg.run_dir / "inputs", what, run_path, kind)
+
+
+def _init_from(args: argparse.Namespace, key: str, run_path: str, kind: str, pattern: str) -> ExperimentConfig:
+    """The config with ``key`` set to the local copy of ``--init-from`` (when given)."""
+    import json
+
+    from grl_aecnn.uris import single
+
+    cfg = _config(args)
+    if not args.init_from:
+        return cfg
+    found = single(_fetch(cfg, args.init_from, "--init-from", run_path, kind), pattern, "--init-from")
+    local = found.parent if pattern.endswith(".json") else found
+    return load_config(args.config, [*args.overrides, f"{key}={json.dumps(str(local.resolve()))}"])
+
+
 def cmd_train_codecs(args: argparse.Namespace) -> int:
     from grl_aecnn.pipeline import run_pipeline
 
-    run_pipeline(_config(args), resume=not args.fresh, stop_after="codecs", only="codecs")
+    cfg = _init_from(args, "codecs.init_from", "codecs", "codec", "*.safetensors")
+    run_pipeline(cfg, resume=not args.fresh, stop_after="codecs", only="codecs")
     return 0
 
 
 def cmd_train_policy(args: argparse.Namespace) -> int:
     from grl_aecnn.pipeline import run_pipeline
+    from grl_aecnn.rl.finetune import check_compatible
 
-    run_pipeline(_config(args), resume=args.resume or not args.fresh, stop_after="policies", only="policies")
+    cfg = _init_from(args, "policy.ppo.init_from", "policies", "policy", "policy.json")
+    if cfg.policy.ppo.init_from:
+        check_compatible(cfg.policy.ppo.init_from, cfg.policy.ppo)
+    run_pipeline(cfg, resume=args.resume or not args.fresh, stop_after="policies", only="policies")
     return 0
 
 
@@ -94,13 +126,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 0
     from grl_aecnn import tracking
     from grl_aecnn.evaluation.harness import evaluate
-    from grl_aecnn.policies.registry import read_index
+    from grl_aecnn.policies.registry import read_policies
+    from grl_aecnn.uris import single
 
-    trained = read_index(args.policies) if args.policies else []
+    profile = single(_fetch(cfg, args.profile, "--profile", "profile.json"), "profile.json", "--profile")
+    trained = []
+    if args.policies:
+        policies = _fetch(cfg, args.policies, "--policies", "policies", kind="policy")
+        model = args.policies if args.policies.startswith("models:/") else None
+        trained = read_policies(single(policies, "policy.json", "--policies").parent if model else policies, model)
     out = args.out or str(cfg.stage_dir("evaluation"))
-    with tracking.stage_run(cfg, "evaluation", profile=str(args.profile)):
-        summary = evaluate(args.profile, cfg.scenario, cfg.evaluation, out, trained=trained, seed=cfg.seed)
+    with tracking.stage_run(cfg, "evaluation", profile=args.profile):
+        summary = evaluate(profile, cfg.scenario, cfg.evaluation, out, trained=trained, seed=cfg.seed)
     print(f"report: {summary['report']}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from grl_aecnn.export import export_run
+
+    cfg = _config(args)
+    out = Path(args.out) if args.out else cfg.run_dir / "export"
+    manifest = export_run(cfg, out, codecs=args.codec or None, policies=args.policy or None)
+    print(f"exported {len(manifest['codecs'])} codec point(s) and {len(manifest['policies'])} policy(ies) to {out}")
     return 0
 
 
@@ -134,20 +184,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("train-codecs", "train codecs across operating points with Ray Tune and write the codec profile",
                 cmd_train_codecs)
     p.add_argument("--fresh", action="store_true", help="discard the sweep's trials and start over")
+    p.add_argument("--init-from", metavar="REF", default=None,
+                   help="fine-tune: points of the same codec and shapes start from this trained codec "
+                        f"({REF_FORMS}; e.g. models:/quick.codec.aecnn-k8-b4@champion)")
 
     p = command("train-policy", "train the GRL policies (RLlib PPO) and DROO on the codec profile",
                 cmd_train_policy)
     group = p.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue from the last checkpoint (default)")
     group.add_argument("--fresh", action="store_true", help="start training over")
+    p.add_argument("--init-from", metavar="REF", default=None,
+                   help="fine-tune: start PPO from an exported policy of the same codec set "
+                        f"({REF_FORMS}; e.g. models:/quick.grl-aecnn@champion)")
 
     p = command("evaluate", "compare all policies on the same seeded episodes across the scenario sweep",
                 cmd_evaluate)
-    p.add_argument("--profile", metavar="PATH", default=None,
-                   help="evaluate on this codec profile directly (default: the pipeline's codec stage)")
-    p.add_argument("--policies", metavar="PATH", default=None,
-                   help="with --profile: a policies.json index of trained policies to include")
+    p.add_argument("--profile", metavar="REF", default=None,
+                   help="evaluate on this codec profile directly (default: the pipeline's codec stage): a "
+                        "profile.json, or the codecs stage's MLflow run id or runs:/<run id>/profile.json")
+    p.add_argument("--policies", metavar="REF", default=None,
+                   help="with --profile: trained policies to include: a policies.json index, the policies "
+                        f"stage's MLflow run id, or one policy ({REF_FORMS})")
     p.add_argument("--out", metavar="DIR", default=None, help="with --profile: output folder")
+
+    p = command("export", "write the device encoders, server decoders+tails and GRL policies of a run as "
+                          "ONNX files that run with onnxruntime alone (no grl_aecnn, no Ray)", cmd_export)
+    p.add_argument("--codec", action="append", default=[], metavar="POINT", help="only this codec point (repeatable)")
+    p.add_argument("--policy", action="append", default=[], metavar="NAME", help="only this policy (repeatable)")
+    p.add_argument("--out", metavar="DIR", default=None, help="output folder (default: <run folder>/export)")
 
     cfg_parser = sub.add_parser("config", help="inspect configuration", description="inspect configuration")
     cfg_sub = cfg_parser.add_subparsers(dest="config_command", metavar="ACTION", required=True)

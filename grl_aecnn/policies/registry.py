@@ -101,3 +101,14 @@ def read_index(path: str | Path) -> list[PolicySpec]:
         specs.append(PolicySpec(name=name, kind=entry["kind"], codecs=entry.get("codecs"), path=ckpt,
                                 params=entry.get("params", {})))
     return specs
+
+
+def read_policies(path: str | Path, model: str | None = None) -> list[PolicySpec]:
+    """Specs from a ``policies.json`` index, a folder holding one, or one exported GRL policy
+    folder (``policy.json``, e.g. a registered model's data folder; ``model``: its version URI)."""
+    path = Path(path)
+    if path.is_dir() and (path / "policy.json").is_file():
+        meta = json.loads((path / "policy.json").read_text())
+        return [PolicySpec(name=meta.get("name", path.name), kind="rllib", codecs=meta.get("codecs"),
+                           path=str(path), model=model)]
+    return read_index(path / "policies.json" if path.is_dir() else path)
