@@ -22,7 +22,7 @@ import numpy as np
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
-from grl_aecnn.models.pyfunc import MODEL_JSON, _load_pyfunc
+from grl_aecnn.models.pyfunc import CODEC_FILE, MODEL_JSON, POLICY_DIR, _load_pyfunc
 
 if TYPE_CHECKING:
     from mlflow.models.model import ModelInfo
@@ -99,7 +99,7 @@ def log_codec_models(cfg: "ExperimentConfig", profile: "CodecProfile", weights: 
     for point_id, path in weights.items():
         point = by_id.get(f"{point_id}-ec", by_id.get(point_id))
         figures = codec_figures(point) if point else {}
-        out[point_id] = log_model("codec", {"codec.safetensors": path}, np.ascontiguousarray(example, np.float32),
+        out[point_id] = log_model("codec", {CODEC_FILE: path}, np.ascontiguousarray(example, np.float32),
                                   f"codec-{point_id}", registered_name(cfg, f"codec.{point_id}"), figures)
     return out
 
@@ -107,7 +107,7 @@ def log_codec_models(cfg: "ExperimentConfig", profile: "CodecProfile", weights: 
 def log_policy_model(cfg: "ExperimentConfig", name: str, folder: Path, example: dict[str, np.ndarray],
                      figures: Mapping[str, Any]) -> "ModelInfo":
     """One exported GRL policy folder: observation batch -> actions."""
-    return log_model("policy", {"policy": folder}, example, f"policy-{name}", registered_name(cfg, name), figures)
+    return log_model("policy", {POLICY_DIR: folder}, example, f"policy-{name}", registered_name(cfg, name), figures)
 
 
 def set_champions(trained: Iterable["PolicySpec"], default: Mapping[str, Mapping[str, float]]) -> dict[str, str]:
@@ -125,7 +125,7 @@ def set_champions(trained: Iterable["PolicySpec"], default: Mapping[str, Mapping
             client.set_model_version_tag(model_name, model_version, f"eval.{key}", str(value))
         current = _champion(client, model_name)
         best = None if current is None else current.tags.get(f"eval.{CHAMPION_METRIC}")
-        if best is None or float(figures[CHAMPION_METRIC]) > float(best) or current.version == model_version:
+        if best is None or float(figures[CHAMPION_METRIC]) > float(best) or str(current.version) == model_version:
             client.set_registered_model_alias(model_name, CHAMPION, model_version)
             moved[model_name] = model_version
     return moved

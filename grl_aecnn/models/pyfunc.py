@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 MODEL_JSON = "model.json"
+POLICY_DIR, CODEC_FILE = "policy", "codec.safetensors"  # inside the data folder
 KINDS = ("backbone", "codec", "policy")
 
 
@@ -41,7 +42,7 @@ class CodecModel:
         from grl_aecnn.codecs.store import load_codec
 
         # The tail weights a joint step trained ride in the same file; the codec alone is served here.
-        self.codec, self.spec = load_codec((folder / "codec.safetensors").read_bytes(), torch.nn.Sequential())
+        self.codec, self.spec = load_codec((folder / CODEC_FILE).read_bytes(), torch.nn.Sequential())
 
     def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> np.ndarray:
         z = np.asarray(model_input, dtype=np.float32)
@@ -55,12 +56,11 @@ class CodecModel:
             return self.codec.restore(received).numpy()
 
 
-
 class PolicyModel:
     def __init__(self, folder: Path) -> None:
         from grl_aecnn.models.policy_net import load_actor
 
-        self.actor, self.meta = load_actor(folder)
+        self.actor, self.meta = load_actor(folder / POLICY_DIR)
 
     def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> np.ndarray:
         return self.actor.act(model_input)

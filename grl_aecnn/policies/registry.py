@@ -99,7 +99,7 @@ def read_index(path: str | Path) -> list[PolicySpec]:
         if ckpt and not Path(ckpt).is_absolute():
             ckpt = str(path.parent / ckpt)
         specs.append(PolicySpec(name=name, kind=entry["kind"], codecs=entry.get("codecs"), path=ckpt,
-                                params=entry.get("params", {})))
+                                params=entry.get("params", {}), model=entry.get("model")))
     return specs
 
 
