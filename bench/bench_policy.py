@@ -121,6 +121,10 @@ def main() -> None:
 
     median, p90 = decision_ms(cfg, env_cfg)
     print(f"decision time per slot (act, 1 thread): median {median:.2f} ms, p90 {p90:.2f} ms (target < 2 ms)")
+    large = {**env_cfg, "scenario": {**env_cfg["scenario"], "num_devices": 30, "num_servers": 4}}
+    median, p90 = decision_ms(cfg, large)
+    print(f"decision time per slot at 30x4 (act, 1 thread): median {median:.2f} ms, p90 {p90:.2f} ms "
+          f"(target < 4 ms)")
     single, vector = env_steps_per_s(env_cfg, ppo.num_envs_per_env_runner, slots=200)
     print(f"simulator: {single:,.0f} env steps/s as {ppo.num_envs_per_env_runner} MECEnvs, {vector:,.0f} as one "
           f"vectorised env (x{vector / single:.1f})")

@@ -97,6 +97,14 @@ class ExperimentConfig(Section):
             raise ValueError("name must be a non-empty folder name without '/', '\\' or spaces")
         return self
 
+    @model_validator(mode="after")
+    def _train_scenarios_fit(self) -> "ExperimentConfig":
+        from grl_aecnn.sim.scenarios import check_distribution
+
+        if not self.policy.train_scenarios.empty:
+            check_distribution(self.scenario, self.policy.train_scenarios)
+        return self
+
     # -- derived locations -------------------------------------------------------------
     @property
     def run_dir(self) -> Path:

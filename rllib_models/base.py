@@ -28,7 +28,7 @@ from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.torch_utils import FLOAT_MIN
 from rllib_models.distribution import TorchFactoredCategorical
 
-OBS_KEYS = ("device", "server", "edge", "point", "device_mask", "server_mask", "action_mask")
+OBS_KEYS = ("device", "server", "edge", "point", "option", "device_mask", "server_mask", "action_mask")
 
 
 def mask_logits(logits: Tensor, action_mask: Tensor, device_mask: Tensor) -> Tensor:
@@ -66,10 +66,11 @@ class OffloadingRLModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
             server_features=space["server"].shape[-1],
             edge_features=space["edge"].shape[-1],
             point_features=space["point"].shape[-1],
+            option_features=space["option"].shape[-1],
         )
 
     def build(self, *, device_features: int, server_features: int, edge_features: int,
-              point_features: int) -> None:
+              point_features: int, option_features: int) -> None:
         raise NotImplementedError
 
     def encode(self, obs: dict[str, Tensor], with_embeddings: bool = True) -> tuple[Tensor, Tensor | None]:

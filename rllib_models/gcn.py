@@ -9,9 +9,12 @@ server learns which devices reach it well and a device which servers are worth i
 aggregation (GCN-style normalisation rather than GIN's sum) keeps embeddings on one scale
 whether a server sees 6 or 30 devices, which is what lets one policy serve any network size.
 
-Heads. ``logit(n, local) = MLP(h_n)``; ``logit(n, m, v) = MLP([h_n, h_m, e_nm, p_v])`` with
-the first layer split into a per-pair and a per-point part and broadcast-added, so the
-``pairs x V`` grid never materialises its concatenated input. Value: ``V_n = MLP(h_n)`` per
+Heads. ``logit(n, local) = MLP(h_n)``; ``logit(n, m, v) = MLP([h_n, h_m, e_nm, p_v, o_nmv])``
+with the first layer split into a per-pair, a per-point and a per-option part and
+broadcast-added, so the ``pairs x V`` grid never materialises its concatenated input.
+``o_nmv`` are the option's own figures on the estimates (the bandwidth and compute shares it
+needs alone, whether it fits, its accuracy gain over local): the ratios of payload to rate and
+of FLOPs to capacity that a sum of embeddings cannot form. Value: ``V_n = MLP(h_n)`` per
 device (the slot value is their sum over deciding devices, see ``base.py``); after the
 message passing ``h_n`` already carries the servers' load and the competing devices. No
 layer size depends on N, M or V, and padding is never part of the graph, so padded and
@@ -39,7 +42,7 @@ class GCNOffloadingModule(OffloadingRLModule):
     """Graph actor-critic over the padded MEC observation (see the module docstring)."""
 
     def build(self, *, device_features: int, server_features: int, edge_features: int,
-              point_features: int) -> None:
+              point_features: int, option_features: int) -> None:
         h = int(self.model_config.get("hidden", 32))
         layers = int(self.model_config.get("gcn_layers", 2))
         self.device_encoder = nn.Sequential(nn.Linear(device_features, h), nn.ReLU())
@@ -53,6 +56,7 @@ class GCNOffloadingModule(OffloadingRLModule):
         self.local_head = _mlp(h, h, 1)
         self.pair_layer = nn.Linear(3 * h, h)  # [h_n, h_m, e_nm] part of the offload head's first layer
         self.point_layer = nn.Linear(h, h, bias=False)  # p_v part
+        self.option_layer = nn.Linear(option_features, h, bias=False)  # o_nmv part
         self.offload_out = nn.Linear(h, 1)
         self.value_head = _mlp(h, h, 1)
 
@@ -73,7 +77,9 @@ class GCNOffloadingModule(OffloadingRLModule):
         server_rows = to_padded(h_server, smask)  # (B, M, H)
         pair_hidden = self.pair_layer(torch.cat([device_rows[pair[:2]], server_rows[pair[0], pair[2]], edge], -1))
         point_hidden = self.point_layer(self.point_encoder(obs["point"]))  # (B, V, H)
-        offload = self.offload_out(torch.relu(pair_hidden[:, None, :] + point_hidden[graph.pair_batch]))
+        option_hidden = self.option_layer(obs["option"][pair])  # (P, V, H)
+        offload = self.offload_out(
+            torch.relu(pair_hidden[:, None, :] + point_hidden[graph.pair_batch] + option_hidden))
         offload_grid = x.new_full((batch, n_max, m_max, v), FLOAT_MIN)
         offload_grid[pair] = offload.squeeze(-1)
         local = x.new_zeros(batch, n_max, 1)

@@ -18,7 +18,7 @@ class MLPOffloadingModule(OffloadingRLModule):
     """Flattened padded observation -> shared trunk -> per-device logits and per-device values."""
 
     def build(self, *, device_features: int, server_features: int, edge_features: int,
-              point_features: int) -> None:
+              point_features: int, option_features: int) -> None:
         h = int(self.model_config.get("hidden", 128))
         layers = int(self.model_config.get("mlp_layers", 2))
         inputs = sum(int(np.prod(self.observation_space[key].shape)) for key in OBS_KEYS)

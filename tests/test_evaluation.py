@@ -13,6 +13,7 @@ from grl_aecnn.evaluation.harness import ci95, evaluate, load_sweep
 from grl_aecnn.evaluation.settings import EvaluationConfig
 from grl_aecnn.policies.registry import PolicySpec, build_policy, register_policy_factory
 from grl_aecnn.policies.rules import AllLocal
+from grl_aecnn.sim.scenarios import ScenarioDistribution
 from grl_aecnn.sim.settings import ScenarioConfig
 
 PROFILE = Path(__file__).parent / "fixtures" / "profile_small.json"
@@ -25,30 +26,51 @@ def test_ci95_matches_t_interval() -> None:
 
 def test_evaluate_writes_results_plots_report_and_logs(tmp_path: Path, mlflow_store: str) -> None:
     sweep = tmp_path / "sweep.yaml"
-    sweep.write_text("axes:\n  bandwidth_hz: [0.2e6, 0.8e6]\n")
+    sweep.write_text("axes:\n  bandwidth_hz: [0.2e6, 0.8e6]\n"
+                     "combinations:\n  hard: {network: 6x2, deadline_max_s: 0.05, channel_est_error_db: 4.0}\n")
     register_policy_factory("test-local", lambda spec, env: AllLocal())
-    ev = EvaluationConfig(episodes=2, default_episodes=3, slots_per_episode=5, sweep=str(sweep), fixed_points=False)
+    ev = EvaluationConfig(episodes=2, default_episodes=3, slots_per_episode=5, sweep=str(sweep), fixed_points=False,
+                          subject="my-local", robust_samples=8)
     sc = ScenarioConfig(num_devices=4, num_servers=1)
-    trained = [PolicySpec("my-local", "test-local")]
+    # Two learned policies on two codec sets: each is compared with the oracle on its own set.
+    trained = [PolicySpec("my-local", "test-local"), PolicySpec("bnpp-local", "test-local", codecs=["bottlenetpp"])]
+    dist = ScenarioDistribution(ranges={"bandwidth_hz": [0.1e6, 0.5e6]})
     mlflow.set_tracking_uri(mlflow_store)
     mlflow.set_experiment("evaluate")  # in this store: an earlier test may have left another active
     with mlflow.start_run() as run:
-        summary = evaluate(PROFILE, sc, ev, tmp_path / "out", trained=trained, seed=0)
+        summary = evaluate(PROFILE, sc, ev, tmp_path / "out", trained=trained, seed=0, train_scenarios=dist)
     rows = list(csv.DictReader((tmp_path / "out" / "results.csv").open()))
     policies = {r["policy"] for r in rows}
-    assert {"oracle", "planner", "greedy", "random", "all-local", "all-edge", "my-local"} <= policies
-    assert len(rows) == 3 * len(policies)  # default + 2 sweep values
-    assert (tmp_path / "out" / "sweep_bandwidth_hz.png").exists()
+    assert {"oracle", "oracle:aecnn", "oracle:bottlenetpp", "planner", "robust-planner", "greedy", "random",
+            "all-local", "all-edge", "my-local", "bnpp-local"} <= policies
+    assert len(rows) == 4 * len(policies)  # default + 2 sweep values + 1 combination
+    for name in ("sweep_bandwidth_hz.png", "sweep_combination.png", "ratios.png"):
+        assert (tmp_path / "out" / name).exists()
     report = (tmp_path / "out" / "report.md").read_text()
     assert "Calibration" in report and "sweep_bandwidth_hz.png" in report
-    assert "reward / planner" in report  # every policy's ratio to the planner on the estimates
-    # Same episodes for every policy: an AllLocal built twice under two names scores the same.
+    assert "/ robust planner" in report and "## Generalisation (my-local)" in report
     base = {r["policy"]: r for r in rows if r["axis"] == "default"}
-    assert base["my-local"]["reward"] == base["all-local"]["reward"]
-    assert float(base["oracle"]["reward_vs_oracle"]) == 1.0
+    # Same episodes for every policy: an AllLocal built twice under two names scores the same.
+    assert base["my-local"]["reward"] == base["all-local"]["reward"] == base["bnpp-local"]["reward"]
+    # Each policy's own-action-set reference: the aecnn oracle for one, the BottleNet++ oracle for the other.
+    for name, ref in (("my-local", "oracle:aecnn"), ("bnpp-local", "oracle:bottlenetpp")):
+        expected = float(base[name]["reward"]) / float(base[ref]["reward"])
+        assert float(base[name]["reward_vs_own_oracle"]) == pytest.approx(expected)
+    assert float(base["oracle:aecnn"]["reward"]) != float(base["oracle:bottlenetpp"]["reward"])
     assert float(base["planner"]["reward"]) <= float(base["oracle"]["reward"])
+    # Rows inside the training distribution are marked: 0.2 MHz is inside [0.1, 0.5] MHz, 0.8 MHz is not.
+    inside = {(r["axis"], r["value"]): r["in_training"] for r in rows if r["policy"] == "my-local"}
+    assert inside[("bandwidth_hz", "0.2e6")] == "True" and inside[("bandwidth_hz", "0.8e6")] == "False"
+    assert inside[("combination", "hard")] == "False"
+    # The generalisation table ranks the subject among the deployable policies of every row.
+    table = {t["scenario"]: t for t in summary["generalisation"]}
+    assert set(table) == {"default", "bandwidth_hz=0.2e6", "bandwidth_hz=0.8e6", "combination=hard"}
+    for t in table.values():
+        rewards = t["rewards"]
+        assert "oracle" not in rewards and "planner" in rewards and "robust-planner" in rewards
+        assert t["rank"] == 1 + sum(r > t["reward"] for r in rewards.values())
     # the headline scenario gets default_episodes, the sweep values episodes
-    assert {(r["axis"], r["episodes"]) for r in rows} == {("default", "3"), ("bandwidth_hz", "2")}
+    assert {(r["axis"], r["episodes"]) for r in rows} == {("default", "3"), ("bandwidth_hz", "2"), ("combination", "2")}
     assert summary["calibration"]["oracle_margin_over_best_fixed"] > 0
     logged = mlflow.get_run(run.info.run_id).data.metrics
     assert "oracle.reward" in logged

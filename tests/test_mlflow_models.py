@@ -68,6 +68,18 @@ def test_policy_model_loads_and_acts_without_ray(policy_folder: Path, tiny_confi
     assert model.saved_input_example_info is not None
 
 
+@pytest.mark.parametrize("model", ["gcn", "mlp"])
+def test_ray_free_network_acts_like_the_rlmodule(model: str, tmp_path: Path) -> None:
+    from grl_aecnn.models.policy_net import load_actor
+    from grl_aecnn.rl.policy import load_rllib_policy
+
+    folder = exported_policy(tmp_path, model=model, seed=3)
+    actor, _ = load_actor(folder)
+    observed = observations(100, seed=2)
+    expected = np.stack([load_rllib_policy(folder).act(o) for o in observed])
+    assert np.array_equal(actor.act({k: np.stack([o[k] for o in observed]) for k in observed[0]}), expected)
+
+
 def test_codec_and_backbone_models_round_trip(tiny_config, mlflow_store: str, tmp_path: Path) -> None:
     from grl_aecnn.backbone.io import save_backbone
     from grl_aecnn.backbone.models import build_model

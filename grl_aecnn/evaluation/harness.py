@@ -3,7 +3,9 @@ each scenario of a sweep; mean and 95 % CI of accuracy, success rate, throughput
 plus the ratio to the oracle. Writes results.csv, one PNG per sweep axis and report.md.
 
 Sweep file (tune_configs/<name>.yaml): `axes: {scenario_field: [values, ...]}`; each value
-changes one field of the base scenario, and the base scenario itself is row "default".
+changes one field of the base scenario, and the base scenario itself is row "default";
+`combinations: {name: {field: value, ...}}` change several fields at once (unseen conditions).
+`network: NxM` sets devices and servers together.
 """
 
 from __future__ import annotations
@@ -21,16 +23,19 @@ from scipy import stats
 from grl_aecnn.policies.base import bind_policy
 from grl_aecnn.policies.registry import PolicySpec, build_policy, read_index
 from grl_aecnn.profile import CodecProfile, load_profile
-from grl_aecnn.sim.env import MECEnv
+from grl_aecnn.sim.env import EPISODE_METRICS, MECEnv, episode_metrics
+from grl_aecnn.sim.scenarios import NETWORK, ScenarioDistribution, parse_network
 from grl_aecnn.sim.settings import ScenarioConfig
 
 if TYPE_CHECKING:
     from grl_aecnn.config import ExperimentConfig
     from grl_aecnn.evaluation.settings import EvaluationConfig
 
-METRICS = ("accuracy", "success_rate", "throughput", "reward")
+METRICS = EPISODE_METRICS
 ORACLE = "oracle"
 PLANNER = "planner"  # the oracle's solver on the estimated state (deployable)
+ROBUST = "robust-planner"  # expected reward under the estimate-error model (deployable)
+COMBINATION = "combination"  # sweep rows that change several fields at once
 
 
 @dataclass
@@ -68,7 +73,7 @@ def run_policy(spec: PolicySpec, scenario: ScenarioConfig, profile: CodecProfile
     start = time.perf_counter()
     for ep in range(episodes):
         obs, _ = env.reset(seed=episode_seed(seed, ep))
-        tot = {"reward": 0.0, "tasks": 0.0, "on_time": 0.0, "accuracy_sum": 0.0}
+        infos = []
         for _ in range(scenario.episode_slots):
             action = policy.act(obs)
             task = env.core.task[0]
@@ -77,13 +82,9 @@ def run_policy(spec: PolicySpec, scenario: ScenarioConfig, profile: CodecProfile
                 run.point_counts[label] = run.point_counts.get(label, 0) + 1
             run.distinct_points_per_slot.append(len(set(chosen)))
             obs, _, _, _, info = env.step(action)
-            for key in tot:
-                tot[key] += info[key]
-        tasks = max(tot["tasks"], 1.0)
-        run.episodes["accuracy"].append(tot["accuracy_sum"] / tasks)
-        run.episodes["success_rate"].append(tot["on_time"] / tasks)
-        run.episodes["throughput"].append(tot["on_time"] / (scenario.episode_slots * scenario.slot_s))
-        run.episodes["reward"].append(tot["reward"] / scenario.episode_slots)
+            infos.append(info)
+        for metric, value in episode_metrics(infos, scenario.slot_s).items():
+            run.episodes[metric].append(value)
     run.seconds = time.perf_counter() - start
     summary = getattr(policy, "summary", None)
     if callable(summary):
@@ -91,19 +92,33 @@ def run_policy(spec: PolicySpec, scenario: ScenarioConfig, profile: CodecProfile
     return run
 
 
+def codec_set(codecs: list[str] | tuple[str, ...]) -> str:
+    return "+".join(sorted(codecs))
+
+
+def oracle_name(codecs: list[str] | tuple[str, ...]) -> str:
+    """`oracle:<codecs>`: the oracle restricted to one action set."""
+    return f"{ORACLE}:{codec_set(codecs)}"
+
+
 def default_specs(profile: CodecProfile, scenario: ScenarioConfig, ev: "EvaluationConfig",
                   trained: list[PolicySpec]) -> list[PolicySpec]:
-    """Rules, the oracle and the trained policies, filtered by `ev.policies` when given."""
+    """References, rules and the trained policies, filtered by `ev.policies` when given.
+
+    References: the oracle on every codec, the oracle on each action set a policy here uses
+    (`oracle:<codecs>`, the fair reference for that policy), the planner (the oracle's solver
+    on the estimates) and the robust planner (expected reward under the estimate-error model).
+    """
     all_codecs = sorted({p.codec for p in profile.points} - {"local"})
     oracle_codecs = ev.oracle_codecs or all_codecs
     specs = [PolicySpec(ORACLE, "oracle", codecs=oracle_codecs, params={"method": ev.oracle_method})]
-    if sorted(scenario.codecs) != sorted(oracle_codecs):
-        # The oracle on the learned policies' own action set: the fair reference for their ratio.
-        specs.append(PolicySpec(f"{ORACLE}:{'+'.join(scenario.codecs)}", "oracle", codecs=scenario.codecs,
-                                params={"method": ev.oracle_method}))
-    # The oracle's solver on the estimates: what a planner without perfect knowledge reaches.
+    action_sets = {codec_set(s.codecs or scenario.codecs): list(s.codecs or scenario.codecs) for s in trained}
+    action_sets.setdefault(codec_set(scenario.codecs), list(scenario.codecs))
+    specs += [PolicySpec(oracle_name(codecs), "oracle", codecs=codecs, params={"method": ev.oracle_method})
+              for key, codecs in sorted(action_sets.items()) if key != codec_set(oracle_codecs)]
     specs.append(PolicySpec(PLANNER, "oracle", codecs=scenario.codecs,
                             params={"method": ev.oracle_method, "state": "estimated"}))
+    specs.append(PolicySpec(ROBUST, "robust", codecs=scenario.codecs, params={"samples": ev.robust_samples}))
     specs += [
         PolicySpec("greedy", "rule"), PolicySpec("random", "rule"), PolicySpec("all-local", "rule")]
     if any(p.codec == "raw-image" for p in profile.points):
@@ -121,19 +136,17 @@ def default_specs(profile: CodecProfile, scenario: ScenarioConfig, ev: "Evaluati
     return specs
 
 
-NETWORK_AXIS = "network"  # values "NxM": N devices and M servers at once (generalisation)
+@dataclass(frozen=True)
+class Sweep:
+    """A sweep file: `axes` change one scenario field at a time; `combinations` (name ->
+    {field: value}) change several at once, the unseen conditions a policy must survive."""
+
+    axes: dict[str, list[Any]]
+    combinations: dict[str, dict[str, Any]]
 
 
-def parse_network(value: str) -> tuple[int, int]:
-    try:
-        n, m = (int(x) for x in str(value).lower().split("x"))
-    except ValueError:
-        raise ValueError(f"axis {NETWORK_AXIS}: {value!r} is not of the form NxM, e.g. 30x4") from None
-    return n, m
-
-
-def load_sweep(name_or_path: str) -> dict[str, list[Any]]:
-    """The sweep's axes; each axis must be a ScenarioConfig field."""
+def load_sweep(name_or_path: str) -> Sweep:
+    """The sweep's axes and combinations; every key must be a scenario field (or `network`)."""
     from grl_aecnn.config import PRESET_DIR
 
     path = Path(name_or_path)
@@ -141,35 +154,44 @@ def load_sweep(name_or_path: str) -> dict[str, list[Any]]:
         path = PRESET_DIR / f"{name_or_path}.yaml"
     if not path.exists():
         raise FileNotFoundError(f"sweep file not found: {name_or_path} (looked in {PRESET_DIR})")
-    axes = (yaml.safe_load(path.read_text()) or {}).get("axes", {})
-    unknown = sorted(set(axes) - set(ScenarioConfig.model_fields) - {NETWORK_AXIS})
+    data = yaml.safe_load(path.read_text()) or {}
+    sweep = Sweep(axes=data.get("axes") or {}, combinations=data.get("combinations") or {})
+    keys = set(sweep.axes) | {k for combo in sweep.combinations.values() for k in combo}
+    unknown = sorted(keys - set(ScenarioConfig.model_fields) - {NETWORK})
     if unknown:
-        raise ValueError(f"{path}: axes {unknown} are not scenario fields")
-    return axes
+        raise ValueError(f"{path}: {unknown} are not scenario fields")
+    return sweep
 
 
-def sweep_scenarios(base: ScenarioConfig, axes: dict[str, list[Any]], slots: int
-                    ) -> list[tuple[str, Any, ScenarioConfig]]:
-    """("default", None, base) then one scenario per axis value (invalid ones raise, naming it)."""
+def _changed(base: ScenarioConfig, changes: dict[str, Any]) -> ScenarioConfig:
+    data = base.model_dump()
+    for key, value in changes.items():
+        if key == NETWORK:
+            data["num_devices"], data["num_servers"] = parse_network(value)
+        else:
+            data[key] = value
+    data["max_devices"] = max(base.max_devices, data["num_devices"])
+    data["max_servers"] = max(base.max_servers, data["num_servers"])
+    return ScenarioConfig.model_validate(data)
+
+
+def sweep_scenarios(base: ScenarioConfig, sweep: Sweep, slots: int) -> list[tuple[str, Any, ScenarioConfig]]:
+    """("default", None, base), one scenario per axis value, then ("combination", name, ...)
+    per combination (invalid ones raise, naming the field)."""
     base = base.model_copy(update={"episode_slots": slots})
     out = [("default", None, base)]
-    for axis, values in axes.items():
-        for value in values:
-            data = base.model_dump()
-            if axis == NETWORK_AXIS:
-                data["num_devices"], data["num_servers"] = parse_network(value)
-            else:
-                data[axis] = value
-            data["max_devices"] = max(base.max_devices, data["num_devices"])
-            data["max_servers"] = max(base.max_servers, data["num_servers"])
-            out.append((axis, value, ScenarioConfig.model_validate(data)))
+    out += [(axis, value, _changed(base, {axis: value})) for axis, values in sweep.axes.items() for value in values]
+    out += [(COMBINATION, name, _changed(base, changes)) for name, changes in sweep.combinations.items()]
     return out
 
 
 def evaluate(profile: CodecProfile | str | Path, scenario: ScenarioConfig, ev: "EvaluationConfig",
-             out_dir: str | Path, trained: list[PolicySpec] | None = None, seed: int = 0) -> dict[str, Any]:
+             out_dir: str | Path, trained: list[PolicySpec] | None = None, seed: int = 0,
+             train_scenarios: ScenarioDistribution | None = None) -> dict[str, Any]:
     """Run the sweep, write results.csv, plots and report.md into out_dir; log to MLflow when a
-    run is active. Returns a JSON-able summary (default-scenario table, calibration margins)."""
+    run is active. Returns a JSON-able summary (default-scenario table, calibration margins).
+
+    `train_scenarios`: what the learned policies trained on, to mark the rows inside it."""
     from tqdm import tqdm
 
     from grl_aecnn.evaluation import plots, report
@@ -179,31 +201,43 @@ def evaluate(profile: CodecProfile | str | Path, scenario: ScenarioConfig, ev: "
     out_dir.mkdir(parents=True, exist_ok=True)
     specs = default_specs(profile, scenario, ev, trained or [])
     scenarios = sweep_scenarios(scenario, load_sweep(ev.sweep), ev.slots_per_episode)
+    dist = train_scenarios or ScenarioDistribution()
     rows: list[dict[str, Any]] = []
     default_runs: list[PolicyRun] = []
     jobs = [(a, v, sc, spec) for a, v, sc in scenarios for spec in specs]
     for axis, value, sc, spec in tqdm(jobs, desc="evaluate", disable=None):
         episodes = (ev.default_episodes or ev.episodes) if axis == "default" else ev.episodes
         run = run_policy(spec, sc, profile, episodes, seed)
-        rows.append(_row(axis, value, run))
+        inside = dist.contains(sc, scenario) if not dist.empty else axis == "default"
+        rows.append(_row(axis, value, run, spec, sc, inside))
         if axis == "default":
             default_runs.append(run)
-    _add_oracle_ratios(rows)
+    _add_ratios(rows)
     csv_path = out_dir / "results.csv"
     with csv_path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    pngs = plots.plot_axes(rows, out_dir)
+    pngs = plots.plot_axes(rows, out_dir) + plots.plot_ratios(rows, ev.subject, out_dir)
     calib = report.calibration(rows, default_runs)
-    report.write_report(out_dir / "report.md", rows, pngs, calib, default_runs)
+    table = report.generalisation(rows, ev.subject)
+    report.write_report(out_dir / "report.md", rows, pngs, calib, table, ev.subject)
     _log_mlflow(rows, calib, [csv_path, out_dir / "report.md", *pngs])
     return {"results": str(csv_path), "report": str(out_dir / "report.md"), "calibration": calib,
-            "default": {r["policy"]: {m: r[m] for m in METRICS} for r in rows if r["axis"] == "default"}}
+            "default": {r["policy"]: {m: r[m] for m in METRICS} for r in rows if r["axis"] == "default"},
+            "generalisation": table}
 
 
-def _row(axis: str, value: Any, run: PolicyRun) -> dict[str, Any]:
+LEARNED_KINDS = ("rllib", "droo")
+
+
+def _row(axis: str, value: Any, run: PolicyRun, spec: PolicySpec, sc: ScenarioConfig,
+         inside: bool) -> dict[str, Any]:
     row: dict[str, Any] = {"axis": axis, "value": "" if value is None else value, "policy": run.policy,
+                           "kind": spec.kind, "codecs": codec_set(spec.codecs or sc.codecs),
+                           "deployable": not (spec.kind == "oracle" and spec.params.get("state", "realised")
+                                              == "realised"),
+                           "learned": spec.kind in LEARNED_KINDS, "in_training": inside,
                            "episodes": len(run.episodes["reward"])}
     for m in METRICS:
         row[m], row[f"{m}_ci95"] = ci95(run.episodes[m])
@@ -211,12 +245,25 @@ def _row(axis: str, value: Any, run: PolicyRun) -> dict[str, Any]:
     return row
 
 
-def _add_oracle_ratios(rows: list[dict[str, Any]]) -> None:
-    oracle = {(r["axis"], r["value"]): r for r in rows if r["policy"] == ORACLE}
+def _add_ratios(rows: list[dict[str, Any]]) -> None:
+    """Reward (and metric) ratios of every row to the references of its scenario row:
+    `oracle` (every codec), the oracle on the row's own action set, the planner and the
+    robust planner."""
+    by_row: dict[tuple[str, Any], dict[str, dict[str, Any]]] = {}
     for r in rows:
-        ref = oracle.get((r["axis"], r["value"]))
+        by_row.setdefault((r["axis"], r["value"]), {})[r["policy"]] = r
+    for r in rows:
+        refs = by_row[(r["axis"], r["value"])]
+        own = refs.get(oracle_name(r["codecs"].split("+")), refs.get(ORACLE))
         for m in METRICS:
-            r[f"{m}_vs_oracle"] = r[m] / ref[m] if ref and ref[m] else float("nan")
+            r[f"{m}_vs_oracle"] = _ratio(r[m], refs.get(ORACLE), m)
+        r["reward_vs_own_oracle"] = _ratio(r["reward"], own, "reward")
+        r["reward_vs_planner"] = _ratio(r["reward"], refs.get(PLANNER), "reward")
+        r["reward_vs_robust"] = _ratio(r["reward"], refs.get(ROBUST), "reward")
+
+
+def _ratio(value: float, ref: dict[str, Any] | None, metric: str) -> float:
+    return value / ref[metric] if ref and ref[metric] else float("nan")
 
 
 def _log_mlflow(rows: list[dict[str, Any]], calib: dict[str, Any], files: list[Path]) -> None:
@@ -241,6 +288,7 @@ def evaluate_pipeline(cfg: "ExperimentConfig", resume: bool) -> dict[str, Any]:
     index = cfg.stage_dir("policies") / "policies.json"
     trained = read_index(index) if index.exists() else []
     summary = evaluate(cfg.stage_dir("codecs") / "profile.json", cfg.scenario, cfg.evaluation,
-                       cfg.stage_dir("evaluation"), trained=trained, seed=cfg.seed)
+                       cfg.stage_dir("evaluation"), trained=trained, seed=cfg.seed,
+                       train_scenarios=cfg.policy.train_scenarios)
     summary["champions"] = set_champions(trained, summary["default"])
     return summary

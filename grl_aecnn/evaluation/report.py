@@ -1,16 +1,21 @@
-"""report.md: the default-scenario table, calibration margins, operating-point mix, plots."""
+"""report.md: the default-scenario table, the generalisation table, calibration margins,
+operating-point mix, plots."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from grl_aecnn.evaluation.plots import LABELS
+from grl_aecnn.evaluation.plots import LABELS, REFERENCE_RATIOS
 
 if TYPE_CHECKING:
     from grl_aecnn.evaluation.harness import PolicyRun
 
 FIXED_RULES = ("all-local", "all-edge")
+
+
+def is_fixed_rule(name: str) -> bool:
+    return name in FIXED_RULES or name.startswith("fixed:")
 
 
 def calibration(rows: list[dict[str, Any]], default_runs: list["PolicyRun"]) -> dict[str, Any]:
@@ -21,8 +26,7 @@ def calibration(rows: list[dict[str, Any]], default_runs: list["PolicyRun"]) -> 
     if "oracle" not in base:
         return out
     ref = base["oracle"]["reward"]
-    fixed = {n: r for n, r in base.items() if n in FIXED_RULES or n.startswith("fixed:")}
-    margins = {n: (ref - r["reward"]) / abs(ref) for n, r in fixed.items()}
+    margins = {n: (ref - r["reward"]) / abs(ref) for n, r in base.items() if is_fixed_rule(n)}
     if margins:
         best = min(margins, key=margins.get)
         out.update({"best_fixed_rule": best, "oracle_margin_over_best_fixed": margins[best],
@@ -38,23 +42,80 @@ def calibration(rows: list[dict[str, Any]], default_runs: list["PolicyRun"]) -> 
     return out
 
 
+def scenario_label(row: dict[str, Any]) -> str:
+    return "default" if row["axis"] == "default" else f"{row['axis']}={row['value']}"
+
+
+def generalisation(rows: list[dict[str, Any]], subject: str) -> list[dict[str, Any]]:
+    """Per scenario row: the subject's rank among the deployable policies (1 + how many did better),
+    its ratio to the robust planner and to the best non-learned deployable policy, whether it
+    beats every fixed rule and every other learned policy, and whether the row lies inside the
+    training distribution. Rows without the subject are skipped."""
+    table = []
+    for label in dict.fromkeys(scenario_label(r) for r in rows):
+        group = [r for r in rows if scenario_label(r) == label and r["deployable"]]
+        me = next((r for r in group if r["policy"] == subject), None)
+        if me is None:
+            continue
+        others = [r for r in group if not r["learned"]]
+        best_other = max(others, key=lambda r: r["reward"]) if others else None
+        fixed = [r["reward"] for r in group if is_fixed_rule(r["policy"])]
+        learned = [r for r in group if r["learned"] and r["policy"] != subject]
+        table.append({
+            "scenario": label, "in_training": me["in_training"], "rank": 1 + sum(r["reward"] > me["reward"] for r in group),
+            "deployable": len(group), "reward": me["reward"], "reward_ci95": me["reward_ci95"],
+            "vs_robust": me["reward_vs_robust"],
+            "best_non_learned": best_other["policy"] if best_other else "",
+            "vs_best_non_learned": me["reward"] / best_other["reward"] if best_other and best_other["reward"]
+            else float("nan"),
+            "beats_fixed": all(me["reward"] > f for f in fixed),
+            "beats_learned": all(me["reward"] > r["reward"] for r in learned),
+            "rewards": {r["policy"]: r["reward"] for r in group},
+        })
+    return table
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.3f}" if value == value else "-"
+
+
+def _generalisation_lines(table: list[dict[str, Any]], subject: str) -> list[str]:
+    if not table:
+        return []
+    policies = list(table[0]["rewards"])
+    lines = ["", f"## Generalisation ({subject})", "",
+             f"Reward per slot of every deployable policy on every scenario row (the same seeded episodes for "
+             f"all); `rank` is {subject}'s place among them, `/ robust` its ratio to the robust planner, "
+             f"`/ best non-learned` its ratio to the best planner or rule of the row. `train` marks rows "
+             f"inside the training distribution.", "",
+             "| scenario | train | rank | / robust | / best non-learned | " + " | ".join(policies) + " |",
+             "|" + " --- |" * (5 + len(policies))]
+    for t in table:
+        cells = " | ".join(_fmt(t["rewards"].get(p, float("nan"))) for p in policies)
+        lines.append(f"| {t['scenario']} | {'yes' if t['in_training'] else 'no'} | {t['rank']}/{t['deployable']} | "
+                     f"{_fmt(t['vs_robust'])} | {_fmt(t['vs_best_non_learned'])} ({t['best_non_learned']}) | {cells} |")
+    short = [t["scenario"] for t in table if not t["vs_robust"] >= 0.97 or not t["beats_fixed"]]
+    lines += ["", f"Rows where {subject} is below 0.97 of the robust planner or not above every fixed rule: "
+              + (", ".join(short) if short else "none") + "."]
+    return lines
+
+
 def write_report(path: Path, rows: list[dict[str, Any]], pngs: list[Path], calib: dict[str, Any],
-                 default_runs: list["PolicyRun"]) -> None:
+                 table: list[dict[str, Any]], subject: str) -> None:
     default = sorted((r for r in rows if r["axis"] == "default"), key=lambda r: -r["reward"])
-    # References beyond the oracle: the oracle on the learned policies' own action set, and the
-    # planner (the oracle's solver on the estimates, what imperfect knowledge leaves).
-    refs = [r for r in default if r["policy"].startswith("oracle:") or r["policy"] == "planner"]
     lines = ["# Evaluation", "", "Default scenario; mean +- 95 % CI over seeded episodes (the same for every "
-             "policy); `reward / X` is the ratio of mean rewards to policy X: `oracle` has perfect knowledge "
-             "of the realised channel and capacity, `oracle:<codecs>` is the same on the learned policies' "
-             "action set, `planner` is the oracle's solver run on the estimates.", ""]
-    head = "| policy | " + " | ".join(LABELS[m] for m in LABELS) + " | reward / oracle |" + \
-        "".join(f" reward / {ref['policy']} |" for ref in refs)
-    lines += [head, "|" + " --- |" * (len(LABELS) + 2 + len(refs))]
+             "policy). Reward ratios: `/ oracle` to the oracle with perfect knowledge of the realised channel and "
+             "capacity on every codec; `/ own oracle` to the oracle on the policy's own action set "
+             "(`oracle:<codecs>`); `/ planner` to the oracle's solver run on the estimates; `/ robust` to the "
+             "robust planner (expected reward under the known estimate-error model).", ""]
+    head = "| policy | " + " | ".join(LABELS[m] for m in LABELS) + " | " + \
+        " | ".join(f"/ {name}" for name in REFERENCE_RATIOS.values()) + " |"
+    lines += [head, "|" + " --- |" * (1 + len(LABELS) + len(REFERENCE_RATIOS))]
     for r in default:
         cells = [f"{r[m]:.3f} +- {r[f'{m}_ci95']:.3f}" for m in LABELS]
-        ratios = "".join(f" {r['reward'] / ref['reward']:.3f} |" for ref in refs)
-        lines.append(f"| {r['policy']} | " + " | ".join(cells) + f" | {r['reward_vs_oracle']:.3f} |" + ratios)
+        ratios = [_fmt(r[key]) for key in REFERENCE_RATIOS]
+        lines.append(f"| {r['policy']} | " + " | ".join(cells + ratios) + " |")
+    lines += _generalisation_lines(table, subject)
     if calib:
         lines += ["", "## Calibration (do decisions matter?)", ""]
         if "best_fixed_rule" in calib:
@@ -69,6 +130,6 @@ def write_report(path: Path, rows: list[dict[str, Any]], pngs: list[Path], calib
             lines.append(f"- Oracle solver: exact on {100 * calib['oracle_exact_fraction']:.0f} % of slots, mean "
                          f"gap to its bound {100 * calib['oracle_mean_gap']:.2f} %, largest "
                          f"{100 * calib['oracle_max_gap']:.2f} %, {calib['oracle_ms_per_slot']:.1f} ms/slot")
-    lines += ["", "## Sweeps", ""] + [f"![{p.stem}]({p.name})" for p in pngs]
+    lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in pngs]
     lines += ["", "Full results (every scenario and policy): `results.csv`.", ""]
     path.write_text("\n".join(lines))

@@ -20,3 +20,5 @@ class EvaluationConfig(Section):
     oracle_codecs: list[str] | None = Field(
         None, description="Codecs the oracle may use (default: every codec in the profile).")
     oracle_method: str = Field("search", pattern="^(search|milp)$")
+    robust_samples: int = Field(32, ge=1, le=4096, description="Robust planner: realisations drawn per slot (SAA).")
+    subject: str = Field("grl-aecnn", description="The learned policy the generalisation table ranks.")

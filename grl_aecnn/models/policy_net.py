@@ -24,7 +24,8 @@ from rllib_models.graph import build_bipartite, to_padded
 
 WEIGHTS, META = "module.safetensors", "policy.json"  # grl_aecnn.rl.policy's export format
 FORMAT_VERSION = 1
-OBS_KEYS = ("device", "server", "edge", "point", "device_mask", "server_mask", "action_mask")
+# rllib_models.base.OBS_KEYS: the MLP flattens the observation in this order
+OBS_KEYS = ("device", "server", "edge", "point", "option", "device_mask", "server_mask", "action_mask")
 FLOAT_MIN = -3.4e38  # ray.rllib.utils.torch_utils.FLOAT_MIN: masked logits
 
 
@@ -67,6 +68,7 @@ class GCNPolicyNet(nn.Module):
         self.local_head = _mlp(h, h, 1)
         self.pair_layer = nn.Linear(3 * h, h)
         self.point_layer = nn.Linear(h, h, bias=False)
+        self.option_layer = nn.Linear(shapes["option"][-1], h, bias=False)
         self.offload_out = nn.Linear(h, 1)
 
     def forward(self, obs: dict[str, Tensor]) -> Tensor:
@@ -83,7 +85,9 @@ class GCNPolicyNet(nn.Module):
         device_rows, server_rows = to_padded(h_device, dmask), to_padded(h_server, smask)
         pair_hidden = self.pair_layer(torch.cat([device_rows[pair[:2]], server_rows[pair[0], pair[2]], edge], -1))
         point_hidden = self.point_layer(self.point_encoder(obs["point"]))
-        offload = self.offload_out(torch.relu(pair_hidden[:, None, :] + point_hidden[graph.pair_batch]))
+        option_hidden = self.option_layer(obs["option"][pair])
+        offload = self.offload_out(
+            torch.relu(pair_hidden[:, None, :] + point_hidden[graph.pair_batch] + option_hidden))
         grid = x.new_full((batch, n_max, m_max, v), FLOAT_MIN)
         grid[pair] = offload.squeeze(-1)
         local = x.new_zeros(batch, n_max, 1)
@@ -118,10 +122,10 @@ class PolicyActor(nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, device: Tensor, server: Tensor, edge: Tensor, point: Tensor, device_mask: Tensor,
-                server_mask: Tensor, action_mask: Tensor) -> Tensor:
-        obs = {"device": device, "server": server, "edge": edge, "point": point, "device_mask": device_mask,
-               "server_mask": server_mask, "action_mask": action_mask}
+    def forward(self, *arrays: Tensor) -> Tensor:
+        """``arrays``: the observation's arrays in ``OBS_KEYS`` order (ONNX takes positional inputs)."""
+        obs = dict(zip(OBS_KEYS, arrays))
+        action_mask, device_mask = obs["action_mask"], obs["device_mask"]
         logits = self.net(obs)
         real = device_mask[..., None] > 0.5
         local_only = torch.arange(logits.shape[-1], device=logits.device) == 0

@@ -37,7 +37,7 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_matrix, vstack
 
 from grl_aecnn.policies.base import Observation
-from grl_aecnn.sim.core import OptionTable, option_table
+from grl_aecnn.sim.core import OptionTable, encode_action, option_table
 
 if TYPE_CHECKING:
     from grl_aecnn.sim.env import MECEnv
@@ -132,7 +132,7 @@ class Knapsack:
         action = np.zeros(self.n, dtype=np.int64)
         has = pick >= 0
         k = pick[has]
-        action[has] = 1 + self.srv[k] * self.v + self.pt[k]
+        action[has] = encode_action(self.srv[k], self.pt[k], self.v)
         return action
 
     def priced_choice(self, price: np.ndarray) -> tuple[np.ndarray, float]:

@@ -76,6 +76,14 @@ def _oracle(spec: PolicySpec, env: "MECEnv") -> Policy:
     return oracle
 
 
+def _robust(spec: PolicySpec, env: "MECEnv") -> Policy:
+    from grl_aecnn.policies.robust import RobustPlanner
+
+    planner = RobustPlanner(samples=int(spec.params.get("samples", 32)), seed=int(spec.params.get("seed", 0)))
+    planner.name = spec.name
+    return planner
+
+
 def _droo(spec: PolicySpec, env: "MECEnv") -> Policy:
     from grl_aecnn.policies.droo import DROOPolicy
 
@@ -87,6 +95,7 @@ def _droo(spec: PolicySpec, env: "MECEnv") -> Policy:
 register_policy_factory("rule", _rule)
 register_policy_factory("oracle", _oracle)
 register_policy_factory("droo", _droo)
+register_policy_factory("robust", _robust)
 
 
 def read_index(path: str | Path) -> list[PolicySpec]:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from grl_aecnn.policies.base import Observation
+from grl_aecnn.sim.core import action_count, encode_action
 
 if TYPE_CHECKING:
     from grl_aecnn.sim.env import MECEnv
@@ -44,7 +45,7 @@ class FixedPoint:
 
     def act(self, obs: Observation) -> np.ndarray:
         num_points = obs["point"].shape[0]
-        action = 1 + best_server(obs) * num_points + self.point
+        action = encode_action(best_server(obs), self.point, num_points)
         return np.where(has_task(obs), action, 0).astype(np.int64)
 
 
@@ -78,7 +79,7 @@ class GreedyEstimate:
     def act(self, obs: Observation) -> np.ndarray:
         env = self.env
         state = env.estimated_state()
-        width = 1 + env.scenario.num_servers * env.points.num
+        width = action_count(env.scenario.num_servers, env.points.num)
         action = FixedPoint(0, "cheapest").act(obs)
         order = np.argsort(np.where(state.task[0], state.deadline[0], np.inf), kind="stable")
         for dev in order[: int(state.task[0].sum())]:

@@ -6,6 +6,7 @@ from pydantic import Field
 
 from grl_aecnn.rl.settings import PPOConfig
 from grl_aecnn.settings_base import Section
+from grl_aecnn.sim.scenarios import ScenarioDistribution
 
 
 class DROOConfig(Section):
@@ -25,3 +26,7 @@ class DROOConfig(Section):
 class PolicyConfig(Section):
     ppo: PPOConfig = PPOConfig()
     droo: DROOConfig = DROOConfig()
+    train_scenarios: ScenarioDistribution = Field(
+        default_factory=ScenarioDistribution,
+        description="Scenarios the GRL policies train over (each simulator copy draws one per episode); "
+                    "empty: the configured scenario alone.")

@@ -44,6 +44,7 @@ from grl_aecnn.rl.learner import DeviceCreditPPOLearner
 from grl_aecnn.rl.policy import MODULES, export_policy
 from grl_aecnn.rl.settings import PPOConfig
 from grl_aecnn.rl.vector_env import make_vector_env
+from grl_aecnn.sim.env import episode_metrics
 from grl_aecnn.tracking import child_run_tags, tracking_uri
 
 ENV_NAME = "grl_aecnn_mec"
@@ -95,12 +96,8 @@ class MECEpisodeMetrics(RLlibCallback):
 
     def on_episode_end(self, *, episode, env_runner=None, metrics_logger=None, **kwargs) -> None:
         infos = [info for info in episode.get_infos() if "tasks" in info]  # the reset info is empty
-        tasks = sum(info["tasks"] for info in infos)
-        values = {
-            "accuracy": sum(info["accuracy_sum"] for info in infos) / tasks if tasks else 0.0,
-            "success_rate": sum(info["on_time"] for info in infos) / tasks if tasks else 0.0,
-            "throughput": float(np.mean([info["throughput"] for info in infos])) if infos else 0.0,
-        }
+        slot_s = env_runner.config.env_config["scenario"]["slot_s"]
+        values = episode_metrics(infos, slot_s)
         window = env_runner.config.metrics_num_episodes_for_smoothing
         for key in EPISODE_METRICS:
             metrics_logger.log_value(key, values[key], reduce="mean", window=window)
@@ -200,7 +197,8 @@ def env_config(cfg: ExperimentConfig, profile: CodecProfile, run: PolicyRun) -> 
     """
     scenario = cfg.scenario.model_copy(update={"codecs": list(run.codecs)})
     return {"policy": run.name, "scenario": scenario.model_dump(mode="json"),
-            "profile": profile.model_dump(mode="json"), "codecs": list(run.codecs), "seed": None}
+            "profile": profile.model_dump(mode="json"), "codecs": list(run.codecs), "seed": None,
+            "train_scenarios": cfg.policy.train_scenarios.model_dump(mode="json")}
 
 
 def rllib_config(cfg: ExperimentConfig, env: dict[str, Any] | Any) -> RLlibPPOConfig:
@@ -292,7 +290,8 @@ def train_ppo(cfg: ExperimentConfig, profile: CodecProfile, runs: list[PolicyRun
         run = by_name[name]
         checkpoint = Path(result.checkpoint.path)
         meta = {"name": name, "codecs": list(run.codecs), "iterations": done,
-                "trained_on": {"num_devices": cfg.scenario.num_devices, "num_servers": cfg.scenario.num_servers}}
+                "trained_on": {"num_devices": cfg.scenario.num_devices, "num_servers": cfg.scenario.num_servers,
+                               "train_scenarios": cfg.policy.train_scenarios.model_dump(mode="json")}}
         path = export_policy(checkpoint, out_dir / name, meta)
         trained[name] = TrainedPolicy(name, run.codecs, path, checkpoint, done, iteration_metrics(result.metrics))
     return trained

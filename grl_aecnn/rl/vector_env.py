@@ -10,6 +10,12 @@ info (`slot_metrics`) as ``MECEnv``, 5-7x more env steps per second at 8 copies 
 All copies have the same episode length, so they end on the same step and restart together
 (Gymnasium's next-step autoreset: the step after the last one resets and ignores actions).
 
+With ``env_config["train_scenarios"]`` (a ``ScenarioDistribution``), every copy draws its own
+scenario at every reset: network size, deadlines, bandwidth, capacity dynamics, estimate
+quality. Copies then step as one core each (their sizes differ; the padding and masks make
+the observations stack), so a batch mixes many scenarios and the policy learns to read the
+scenario context in its observation.
+
 Besides ``MECEnv``'s info, each copy's info carries ``device_reward`` ``(N_max,)``: the
 per-device rewards the scalar reward sums (0 for padding), for per-device credit assignment
 (``grl_aecnn.rl.learner``).
@@ -26,6 +32,8 @@ from gymnasium.vector.utils import batch_space
 
 from grl_aecnn.sim.core import SlotOutcome, VecMEC
 from grl_aecnn.sim.env import InvalidActionError, MECEnv, action_mask, observe, slot_metrics
+from grl_aecnn.sim.scenarios import ScenarioDistribution, ScenarioSampler
+from grl_aecnn.sim.settings import ScenarioConfig
 
 DEVICE_REWARD = "device_reward"
 
@@ -43,13 +51,23 @@ class MECVectorEnv(gym.vector.VectorEnv):
         self.single_action_space = single.action_space
         self.observation_space = batch_space(single.observation_space, num_envs)
         self.action_space = batch_space(single.action_space, num_envs)
-        self.core = VecMEC(self.scenario, batch=num_envs, seed=env_config.get("seed"))
+        dist = ScenarioDistribution.model_validate(env_config.get("train_scenarios") or {})
+        self.sampler = None if dist.empty else ScenarioSampler(self.scenario, dist)
+        self.rng = np.random.default_rng(env_config.get("seed"))
+        # (first copy, core) pairs: one batched core, or one core per copy when scenarios vary.
+        self.cores: list[tuple[int, VecMEC]] = [(0, VecMEC(self.scenario, batch=num_envs, seed=env_config.get("seed")))]
         self._episode_over = True
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         if seed is not None:
-            self.core.seed(seed)
-        self.core.reset()
+            self.rng = np.random.default_rng(seed)
+            if self.sampler is None:
+                self.cores[0][1].seed(seed)
+        if self.sampler is not None:
+            self.cores = [(b, VecMEC(self.sampler.draw(self.rng), batch=1, seed=int(self.rng.integers(2**63))))
+                          for b in range(self.num_envs)]
+        for _, core in self.cores:
+            core.reset()
         self._episode_over = False
         return self._obs(), {}
 
@@ -59,19 +77,23 @@ class MECVectorEnv(gym.vector.VectorEnv):
             done = np.zeros(self.num_envs, dtype=bool)
             return obs, np.zeros(self.num_envs), done, done, info
         act = self._check(np.asarray(actions))
-        task = self.core.task.copy()
-        out = self.core.step(self.points, act[:, : self.scenario.num_devices])
-        self._episode_over = self.core.slot >= self.scenario.episode_slots
+        rows = []
+        for first, core in self.cores:
+            copies = slice(first, first + core.batch)
+            task = core.task.copy()
+            out = core.step(self.points, act[copies, : core.sc.num_devices])
+            rows += [(core.sc, _copy(out, b), task[b:b + 1]) for b in range(core.batch)]
+        self._episode_over = self.cores[0][1].slot >= self.scenario.episode_slots
         truncated = np.full(self.num_envs, self._episode_over)
-        return (self._obs(), out.reward.sum(axis=1), np.zeros(self.num_envs, dtype=bool), truncated,
-                self._infos(out, task))
+        reward = np.array([out.reward.sum() for _, out, _ in rows])
+        return self._obs(), reward, np.zeros(self.num_envs, dtype=bool), truncated, self._infos(rows)
 
     def _check(self, act: np.ndarray) -> np.ndarray:
         """Reject what ``MECEnv.check_action`` rejects: masked actions are never remapped."""
         if act.shape != self.action_space.shape or not np.issubdtype(act.dtype, np.integer):
             raise InvalidActionError(f"actions must be integers of shape {self.action_space.shape}, "
                                      f"got {act.dtype} {act.shape}")
-        mask = action_mask(self.scenario, self.points.num, self.core.task)
+        mask = np.concatenate([action_mask(core.sc, self.points.num, core.task) for _, core in self.cores])
         if act.min() < 0 or act.max() >= mask.shape[-1]:
             raise InvalidActionError(f"action values must be in [0, {mask.shape[-1]})")
         allowed = np.take_along_axis(mask, act[..., None], axis=-1)[..., 0]
@@ -81,14 +103,16 @@ class MECVectorEnv(gym.vector.VectorEnv):
         return act.astype(np.int64)
 
     def _obs(self) -> dict[str, np.ndarray]:
-        return observe(self.scenario, self.points, self.core.estimated())
+        parts = [observe(core.sc, self.points, core.estimated()) for _, core in self.cores]
+        return parts[0] if len(parts) == 1 else {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
-    def _infos(self, out: SlotOutcome, task: np.ndarray) -> dict[str, np.ndarray]:
+    def _infos(self, rows: list[tuple[ScenarioConfig, SlotOutcome, np.ndarray]]) -> dict[str, np.ndarray]:
         """``MECEnv``'s per-slot info and ``device_reward`` of every copy, in Gymnasium's vector-info layout."""
-        rows = [slot_metrics(self.scenario, _copy(out, b), task[b:b + 1]) for b in range(self.num_envs)]
-        infos: dict[str, np.ndarray] = {key: np.array([row[key] for row in rows]) for key in rows[0]}
+        metrics = [slot_metrics(sc, out, task) for sc, out, task in rows]
+        infos: dict[str, np.ndarray] = {key: np.array([row[key] for row in metrics]) for key in metrics[0]}
         infos[DEVICE_REWARD] = np.zeros((self.num_envs, self.scenario.max_devices))
-        infos[DEVICE_REWARD][:, : self.scenario.num_devices] = out.reward
+        for b, (sc, out, _) in enumerate(rows):
+            infos[DEVICE_REWARD][b, : sc.num_devices] = out.reward[0]
         return {**infos, **{f"_{key}": np.ones(self.num_envs, dtype=bool) for key in infos}}
 
 

@@ -12,12 +12,12 @@ Two parts with one job each:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
 from grl_aecnn.sim import channel
-from grl_aecnn.sim.allocation import allocate
+from grl_aecnn.sim.allocation import allocate, min_shares
 from grl_aecnn.sim.points import PointTable
 from grl_aecnn.sim.settings import ScenarioConfig
 
@@ -39,6 +39,10 @@ class SlotState:
         """k copies of a single slot (B = 1), to score k candidate decisions at once."""
         return SlotState(**{f.name: np.repeat(getattr(self, f.name), k, axis=0) for f in fields(self)})
 
+    def repeat_batch(self, c: int) -> "SlotState":
+        """The whole batch c times over (B c), to score c candidates on the same B draws."""
+        return SlotState(**{f.name: np.concatenate([getattr(self, f.name)] * c) for f in fields(self)})
+
 
 @dataclass(frozen=True)
 class SlotOutcome:
@@ -49,11 +53,49 @@ class SlotOutcome:
     offloaded: np.ndarray  # (B, N) bool
 
 
+def encode_action(server: np.ndarray | int, point: np.ndarray | int, num_points: int) -> np.ndarray | int:
+    """Action code of offloading to server m with point v: 1 + m V + v (0 is local)."""
+    return 1 + server * num_points + point
+
+
+def action_count(num_servers: int, num_points: int) -> int:
+    """Actions per device: local plus every (server, point)."""
+    return 1 + num_servers * num_points
+
+
 def decode_actions(actions: np.ndarray, num_points: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Action a -> (offloaded, server m, point v) with a = 1 + m V + v; 0 = local."""
+    """Action a -> (offloaded, server m, point v), the inverse of `encode_action`."""
     off = actions > 0
     a0 = np.where(off, actions - 1, 0)
     return off, a0 // num_points, a0 % num_points
+
+
+def offload_needs(sc: ScenarioConfig, pts: PointTable, gain: np.ndarray, capacity: np.ndarray,
+                  device_flops: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, ...]:
+    """What offloading with point v over a link of power `gain` to a server of `capacity`
+    FLOP/s asks: (device seconds, x = transmit seconds with the whole band, y = server seconds
+    with the whole server, accuracy at the link's SNR). Arguments broadcast together; this is
+    the one definition both `slot_outcome` and `option_table` use."""
+    snr = channel.snr(sc, gain)
+    with np.errstate(divide="ignore"):
+        digital_tx = pts.bits[v] / (sc.bandwidth_hz * channel.spectral_efficiency(snr))
+        snr_db = 10.0 * np.log10(snr)
+    x = np.where(pts.is_analog[v], pts.channel_uses[v] / sc.bandwidth_hz, digital_tx)
+    y = pts.server_flops[v] / capacity
+    t_dev = pts.device_flops[v] / device_flops
+    return t_dev, x, y, pts.accuracy_at(v, snr_db)
+
+
+def task_reward(sc: ScenarioConfig, task: np.ndarray, on_time: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
+    """Reward of a task: its accuracy if on time, -psi if late, 0 without a task."""
+    return np.where(task, np.where(on_time, accuracy, -sc.penalty), 0.0)
+
+
+def local_outcome(sc: ScenarioConfig, pts: PointTable, state: SlotState) -> tuple[np.ndarray, np.ndarray]:
+    """(latency, reward) of running the whole CNN on the device, (B, N)."""
+    latency = pts.local_flops / state.device_flops
+    on_time = latency <= state.deadline * (1.0 + TIME_TOL)
+    return latency, task_reward(sc, state.task, on_time, np.full(latency.shape, pts.local_accuracy))
 
 
 def slot_outcome(sc: ScenarioConfig, pts: PointTable, state: SlotState, actions: np.ndarray) -> SlotOutcome:
@@ -62,26 +104,17 @@ def slot_outcome(sc: ScenarioConfig, pts: PointTable, state: SlotState, actions:
     off &= state.task
     rows = np.arange(actions.shape[0])[:, None]
     cols = np.arange(actions.shape[1])[None, :]
-    gain = state.gain[rows, cols, m]
-    snr = channel.snr(sc, gain)
-    t_dev = pts.device_flops[v] / state.device_flops
-    with np.errstate(divide="ignore"):
-        digital_tx = pts.bits[v] / (sc.bandwidth_hz * channel.spectral_efficiency(snr))
-    x = np.where(pts.is_analog[v], pts.channel_uses[v] / sc.bandwidth_hz, digital_tx)
-    y = pts.server_flops[v] / state.capacity[rows, m]
-    slack = state.deadline - t_dev
-    admitted, b, c = allocate(np.where(off, m, -1), x, y, slack, state.capacity.shape[1])
+    t_dev, x, y, acc_off = offload_needs(sc, pts, state.gain[rows, cols, m], state.capacity[rows, m],
+                                         state.device_flops, v)
+    admitted, b, c = allocate(np.where(off, m, -1), x, y, state.deadline - t_dev, state.capacity.shape[1])
     with np.errstate(divide="ignore", invalid="ignore"):
         t_off = t_dev + np.where(x > 0, x / b, 0.0) + np.where(y > 0, y / c, 0.0)
-    t_off = np.where(admitted, t_off, np.inf)
-    t_local = pts.local_flops / state.device_flops
-    latency = np.where(off, t_off, t_local)
-    with np.errstate(divide="ignore"):
-        snr_db = 10.0 * np.log10(snr)
-    accuracy = np.where(off, pts.accuracy_at(v, snr_db), pts.local_accuracy)
+    t_local, _ = local_outcome(sc, pts, state)
+    latency = np.where(off, np.where(admitted, t_off, np.inf), t_local)
+    accuracy = np.where(off, acc_off, pts.local_accuracy)
     on_time = state.task & (latency <= state.deadline * (1.0 + TIME_TOL))
-    reward = np.where(state.task, np.where(on_time, accuracy, -sc.penalty), 0.0)
-    return SlotOutcome(latency=latency, on_time=on_time, accuracy=accuracy, reward=reward, offloaded=off)
+    return SlotOutcome(latency=latency, on_time=on_time, accuracy=accuracy,
+                       reward=task_reward(sc, state.task, on_time, accuracy), offloaded=off)
 
 
 class VecMEC:
@@ -154,6 +187,34 @@ class VecMEC:
         return out
 
 
+def error_free(sc: ScenarioConfig) -> bool:
+    """Whether the estimates a policy sees are the realised slot: no channel-estimate error and
+    a capacity seen without noise and without a lag that matters."""
+    lag_matters = sc.capacity_lag_slots > 0 and sc.capacity_std > 0
+    return sc.channel_est_error_db == 0 and sc.capacity_est_noise == 0 and not lag_matters
+
+
+def capacity_drift(sc: ScenarioConfig) -> float:
+    """Std of the AR(1) capacity's change over the lag: sigma sqrt(1 - rho^(2L))."""
+    rho = sc.capacity_correlation ** sc.capacity_lag_slots
+    return float(sc.capacity_std * np.sqrt(1.0 - rho * rho))
+
+
+def sample_realisations(sc: ScenarioConfig, est: SlotState, k: int, rng: np.random.Generator) -> SlotState:
+    """K draws of the realised slot given the policy's view `est` (B = 1), under the estimate-error
+    model `VecMEC` draws from: a log-normal channel error of `channel_est_error_db` (symmetric, so
+    the realised gain is the estimate times the same error), and a capacity seen
+    `capacity_lag_slots` slots late through `capacity_est_noise`, carried forward by the AR(1)
+    capacity process. Tasks, deadlines and device rates are known exactly."""
+    base = est.tile(k)
+    gain = channel.estimate_gain(base.gain, sc.channel_est_error_db, rng.standard_normal(base.gain.shape))
+    seen = base.capacity / sc.server_flops + sc.capacity_est_noise * rng.standard_normal(base.capacity.shape)
+    rho = sc.capacity_correlation ** sc.capacity_lag_slots
+    beta = (sc.capacity_mean + rho * (seen - sc.capacity_mean)
+            + capacity_drift(sc) * rng.standard_normal(base.capacity.shape))
+    return replace(base, gain=gain, capacity=sc.server_flops * np.clip(beta, sc.capacity_min, 1.0))
+
+
 @dataclass(frozen=True)
 class OptionTable:
     """Every (device, server, point) option of a single slot (B = 1) under one state."""
@@ -165,22 +226,20 @@ class OptionTable:
     task: np.ndarray  # (N,) bool
 
 
-def option_table(sc: ScenarioConfig, pts: PointTable, state: SlotState) -> OptionTable:
-    """The per-option resource needs the allocation works with, for exact solvers."""
-    from grl_aecnn.sim.allocation import min_shares
+def option_grid(sc: ScenarioConfig, pts: PointTable, state: SlotState) -> tuple[np.ndarray, ...]:
+    """Every (device, server, point) option of a batch of slots, (B, N, M, V) each: the minimum
+    bandwidth and compute shares meeting the deadline when alone (inf: impossible) and the
+    accuracy at that server's SNR."""
+    v = np.arange(pts.num)
+    t_dev, x, y, accuracy = offload_needs(sc, pts, state.gain[..., None], state.capacity[:, None, :, None],
+                                          state.device_flops[:, :, None, None], v)
+    x, y, accuracy = np.broadcast_arrays(x, y, accuracy)
+    b, c = min_shares(x, y, np.broadcast_to(state.deadline[:, :, None, None] - t_dev, x.shape))
+    return b, c, accuracy
 
-    snr = channel.snr(sc, state.gain[0])[:, :, None]  # (N, M, 1)
-    with np.errstate(divide="ignore"):
-        digital_tx = pts.bits / (sc.bandwidth_hz * channel.spectral_efficiency(snr))
-        snr_db = 10.0 * np.log10(snr)
-    x = np.where(pts.is_analog, pts.channel_uses / sc.bandwidth_hz, digital_tx)
-    y = np.broadcast_to(pts.server_flops[None, None, :] / state.capacity[0][None, :, None], x.shape)
-    t_dev = pts.device_flops[None, :] / state.device_flops[0][:, None]  # (N, V)
-    slack = np.broadcast_to((state.deadline[0][:, None] - t_dev)[:, None, :], x.shape)
-    b, c = min_shares(x, y, slack)
-    v = np.broadcast_to(np.arange(pts.num), x.shape)
-    accuracy = pts.accuracy_at(v, np.broadcast_to(snr_db, x.shape))
-    task = state.task[0]
-    local_ok = pts.local_flops / state.device_flops[0] <= state.deadline[0] * (1.0 + TIME_TOL)
-    local_value = np.where(task, np.where(local_ok, pts.local_accuracy, -sc.penalty), 0.0)
-    return OptionTable(b=b, c=c, accuracy=accuracy, local_value=local_value, task=task)
+
+def option_table(sc: ScenarioConfig, pts: PointTable, state: SlotState) -> OptionTable:
+    """The per-option resource needs the allocation works with, for exact solvers (B = 1)."""
+    b, c, accuracy = option_grid(sc, pts, state)
+    _, local_value = local_outcome(sc, pts, state)
+    return OptionTable(b=b[0], c=c[0], accuracy=accuracy[0], local_value=local_value[0], task=state.task[0])

@@ -16,14 +16,22 @@ import numpy as np
 
 from grl_aecnn.profile import CodecProfile, load_profile, parse_profile
 from grl_aecnn.sim import channel
-from grl_aecnn.sim.core import SlotOutcome, SlotState, VecMEC, slot_outcome
+from grl_aecnn.sim.core import (SlotOutcome, SlotState, VecMEC, action_count, capacity_drift, local_outcome,
+                                option_grid, slot_outcome)
 from grl_aecnn.sim.points import PointTable, point_table
 from grl_aecnn.sim.settings import ScenarioConfig
 
 DEVICE_FEATURES = ("task", "deadline", "local_latency", "log_compute", "best_snr")
+# What a deployed scheduler knows about its own conditions (the same for every device of a
+# network), so one policy trained over many scenarios can tell them apart.
+CONTEXT_FEATURES = ("deadline_min", "deadline_max", "channel_error", "capacity_uncertainty", "capacity_mean",
+                    "task_prob", "devices_per_server", "servers", "penalty")
 SERVER_FEATURES = ("capacity_est", "beta_est", "log_bandwidth", "tasks_per_server")
 EDGE_FEATURES = ("snr_db", "spectral_efficiency", "distance")
 POINT_FEATURES = ("accuracy", "log_size", "device_flops", "server_flops", "analog")
+# Per (device, server, point): what that option asks on the estimates, if it were alone.
+OPTION_FEATURES = ("bandwidth_share", "compute_share", "feasible", "accuracy_gain")
+SHARE_CLIP = 4.0
 FEATURE_CLIP = 10.0
 SNR_DB_SCALE = 30.0
 
@@ -39,12 +47,13 @@ def observe(sc: ScenarioConfig, pts: PointTable, est: SlotState) -> dict[str, np
     task = est.task.astype(np.float32)
     snr_db = 10.0 * np.log10(np.maximum(channel.snr(sc, est.gain), 1e-12))
     local_latency = pts.local_flops / est.device_flops
-    device = np.zeros((bsz, nmax, len(DEVICE_FEATURES)), np.float32)
+    device = np.zeros((bsz, nmax, len(DEVICE_FEATURES) + len(CONTEXT_FEATURES)), np.float32)
     device[:, :n, 0] = task
     device[:, :n, 1] = task * est.deadline / sc.slot_s
     device[:, :n, 2] = np.minimum(local_latency / est.deadline, 4.0)
     device[:, :n, 3] = np.log10(est.device_flops * sc.slot_s / pts.local_flops)
     device[:, :n, 4] = snr_db.max(axis=2) / SNR_DB_SCALE
+    device[:, :n, len(DEVICE_FEATURES):] = context(sc)
     server = np.zeros((bsz, mmax, len(SERVER_FEATURES)), np.float32)
     server[:, :m, 0] = np.log10(est.capacity * sc.slot_s / pts.local_flops)
     server[:, :m, 1] = est.capacity / sc.server_flops
@@ -57,6 +66,13 @@ def observe(sc: ScenarioConfig, pts: PointTable, est: SlotState) -> dict[str, np
     size = np.where(pts.is_analog, 2.0 * pts.channel_uses, pts.bits)
     point = np.stack([pts.accuracy, np.log10(np.maximum(size, 1.0)) / 6.0, pts.device_flops / pts.local_flops,
                       pts.server_flops / pts.local_flops, pts.is_analog.astype(float)], axis=1)
+    option = np.zeros((bsz, nmax, mmax, v, len(OPTION_FEATURES)), np.float32)
+    b, c, accuracy = option_grid(sc, pts, est)
+    _, local_value = local_outcome(sc, pts, est)
+    option[:, :n, :m, :, 0] = np.minimum(b, SHARE_CLIP)
+    option[:, :n, :m, :, 1] = np.minimum(c, SHARE_CLIP)
+    option[:, :n, :m, :, 2] = (b <= 1.0) & (c <= 1.0)
+    option[:, :n, :m, :, 3] = np.where(est.task[:, :, None, None], accuracy - local_value[:, :, None, None], 0.0)
     device_mask = np.zeros((bsz, nmax), np.float32)
     device_mask[:, :n] = 1.0
     server_mask = np.zeros((bsz, mmax), np.float32)
@@ -66,19 +82,41 @@ def observe(sc: ScenarioConfig, pts: PointTable, est: SlotState) -> dict[str, np
         "server": np.clip(server, -FEATURE_CLIP, FEATURE_CLIP),
         "edge": np.clip(edge, -FEATURE_CLIP, FEATURE_CLIP),
         "point": np.broadcast_to(point.astype(np.float32), (bsz, v, len(POINT_FEATURES))).copy(),
+        "option": np.clip(option, -FEATURE_CLIP, FEATURE_CLIP),
         "device_mask": device_mask,
         "server_mask": server_mask,
         "action_mask": action_mask(sc, pts.num, est.task),
     }
 
 
+def context(sc: ScenarioConfig) -> np.ndarray:
+    """The scenario's `CONTEXT_FEATURES`, scaled to about [0, 1]."""
+    return np.array([
+        sc.deadline_min_s / sc.slot_s,
+        sc.deadline_max_s / sc.slot_s,
+        sc.channel_est_error_db / 10.0,
+        capacity_uncertainty(sc) / sc.capacity_mean,
+        sc.capacity_mean,
+        sc.task_prob,
+        sc.num_devices / sc.num_servers / 10.0,
+        sc.num_servers / 4.0,
+        sc.penalty,
+    ], dtype=np.float32)
+
+
+def capacity_uncertainty(sc: ScenarioConfig) -> float:
+    """Std of the realised capacity fraction around what the policy sees: the estimate noise plus
+    the AR(1) drift over the lag (see `grl_aecnn.sim.core.sample_realisations`)."""
+    return float(np.hypot(sc.capacity_est_noise, capacity_drift(sc)))
+
+
 def action_mask(sc: ScenarioConfig, num_points: int, task: np.ndarray) -> np.ndarray:
     """(B, N_max, 1 + M_max V): local always allowed; offloading only for real devices with a
     task, to real servers."""
     bsz, n = task.shape
-    mask = np.zeros((bsz, sc.max_devices, 1 + sc.max_servers * num_points), np.float32)
+    mask = np.zeros((bsz, sc.max_devices, action_count(sc.max_servers, num_points)), np.float32)
     mask[:, :, 0] = 1.0
-    mask[:, :n, 1:1 + sc.num_servers * num_points] = task[:, :, None]
+    mask[:, :n, 1:action_count(sc.num_servers, num_points)] = task[:, :, None]
     return mask
 
 
@@ -96,6 +134,23 @@ def slot_metrics(sc: ScenarioConfig, out: SlotOutcome, task: np.ndarray) -> dict
         "avg_accuracy": acc_sum / tasks if tasks else 0.0,
         "success_rate": on_time / tasks if tasks else 0.0,
         "throughput": on_time / sc.slot_s,
+    }
+
+
+EPISODE_METRICS = ("accuracy", "success_rate", "throughput", "reward")
+
+
+def episode_metrics(infos: list[Mapping[str, float]], slot_s: float) -> dict[str, float]:
+    """An episode's figures from its per-slot infos (`slot_metrics`): average inference accuracy
+    (failed tasks count 0), service success rate, throughput (on-time tasks/s), reward per slot."""
+    tasks = sum(info["tasks"] for info in infos)
+    on_time = sum(info["on_time"] for info in infos)
+    slots = max(len(infos), 1)
+    return {
+        "accuracy": sum(info["accuracy_sum"] for info in infos) / tasks if tasks else 0.0,
+        "success_rate": on_time / tasks if tasks else 0.0,
+        "throughput": on_time / (slots * slot_s),
+        "reward": sum(info["reward"] for info in infos) / slots,
     }
 
 
@@ -128,15 +183,16 @@ class MECEnv(gym.Env):
         box = lambda *shape: gym.spaces.Box(-FEATURE_CLIP, FEATURE_CLIP, shape, np.float32)  # noqa: E731
         unit = lambda *shape: gym.spaces.Box(0.0, 1.0, shape, np.float32)  # noqa: E731
         self.observation_space = gym.spaces.Dict({
-            "device": box(sc.max_devices, len(DEVICE_FEATURES)),
+            "device": box(sc.max_devices, len(DEVICE_FEATURES) + len(CONTEXT_FEATURES)),
             "server": box(sc.max_servers, len(SERVER_FEATURES)),
             "edge": box(sc.max_devices, sc.max_servers, len(EDGE_FEATURES)),
             "point": box(v, len(POINT_FEATURES)),
+            "option": box(sc.max_devices, sc.max_servers, v, len(OPTION_FEATURES)),
             "device_mask": unit(sc.max_devices),
             "server_mask": unit(sc.max_servers),
             "action_mask": unit(sc.max_devices, 1 + sc.max_servers * v),
         })
-        self.action_space = gym.spaces.MultiDiscrete([1 + sc.max_servers * v] * sc.max_devices)
+        self.action_space = gym.spaces.MultiDiscrete([action_count(sc.max_servers, v)] * sc.max_devices)
 
     @classmethod
     def from_env_config(cls, env_config: Mapping[str, Any]) -> "MECEnv":
@@ -194,7 +250,7 @@ class MECEnv(gym.Env):
             raise InvalidActionError(f"action must be an integer array of shape ({sc.max_devices},), "
                                      f"got {act.dtype} {act.shape}")
         act = act.astype(np.int64)
-        width = 1 + sc.max_servers * self.points.num
+        width = action_count(sc.max_servers, self.points.num)
         if act.min() < 0 or act.max() >= width:
             raise InvalidActionError(f"action values must be in [0, {width}), got {act.tolist()}")
         mask = action_mask(sc, self.points.num, self.core.task)[0]
