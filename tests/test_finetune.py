@@ -13,8 +13,8 @@ from grl_aecnn.config import ConfigError, load_config
 from grl_aecnn.rl.finetune import check_compatible
 from model_fixtures import CODEC_SPECS, PROFILE, SHAPE, codec_blob, exported_policy
 
-SETTINGS = ["name=finetune", "scenario.num_devices=14", "scenario.num_servers=2", "scenario.max_devices=16",
-            "scenario.max_servers=2", "policy.ppo.hidden=16", "policy.ppo.num_env_runners=0",
+SETTINGS = ["name=finetune", "scenario.num_devices=14", "scenario.num_servers=2", "scenario.max_devices=32",
+            "scenario.max_servers=4", "policy.ppo.hidden=16", "policy.ppo.num_env_runners=0",
             "policy.ppo.num_envs_per_env_runner=1", "policy.ppo.train_batch_size=32", "policy.ppo.minibatch_size=16"]
 
 
