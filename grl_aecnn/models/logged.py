@@ -10,6 +10,7 @@ alias ``champion`` points at the version with the best evaluation reward so far.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -54,7 +55,7 @@ def log_model(kind: str, files: Mapping[str, Path], example: Any, name: str, reg
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         data.mkdir()
-        (data / MODEL_JSON).write_text(f'{{"kind": "{kind}"}}')
+        (data / MODEL_JSON).write_text(json.dumps({"kind": kind}))
         for target, source in files.items():
             (shutil.copytree if Path(source).is_dir() else shutil.copyfile)(source, data / target)
         output = _load_pyfunc(str(data)).predict(example)
