@@ -23,6 +23,8 @@ from grl_aecnn.config import DataConfig
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                       "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 # Separate random streams per decision, so changing one subset size leaves the others alone.
 _VAL, _TEST, _TRAIN_SUB, _VAL_SUB, _TEST_SUB = range(5)
 
@@ -145,15 +147,11 @@ def resolve_data_dir(data_cfg: DataConfig) -> Path:
     return (Path.cwd() / "data").resolve()
 
 
-def _read_idx(folder: Path, stem: str) -> np.ndarray:
-    """An IDX file (``stem`` or ``stem.gz``): big-endian dims after a 4-byte magic."""
-    for path, opener in ((folder / f"{stem}.gz", gzip.open), (folder / stem, open)):
-        if path.exists():
-            with opener(path, "rb") as handle:
-                blob = handle.read()
-            ndim = blob[3]
-            shape = tuple(int.from_bytes(blob[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-            return np.frombuffer(blob, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+def _idx_path(folder: Path, stem: str) -> Path:
+    """The IDX file ``stem.gz`` or ``stem`` in folder; DatasetNotFound when neither is a file."""
+    for path in (folder / f"{stem}.gz", folder / stem):
+        if path.is_file():
+            return path
     raise DatasetNotFound(
         f"Fashion-MNIST file {stem}(.gz) not found in {folder}. Install it with "
         "`apt-get install dataset-fashion-mnist` (puts it in /usr/share/datasets/fashion-mnist), "
@@ -161,12 +159,24 @@ def _read_idx(folder: Path, stem: str) -> np.ndarray:
     )
 
 
+def _read_idx(folder: Path, stem: str) -> np.ndarray:
+    """An IDX file of uint8 (``stem`` or ``stem.gz``): magic 0 0 8 ndim, big-endian dims, data."""
+    path = _idx_path(folder, stem)
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as handle:
+            blob = handle.read()
+    except (OSError, EOFError) as err:
+        raise DatasetNotFound(f"Fashion-MNIST file {path} cannot be read ({err})") from None
+    ndim = blob[3] if len(blob) >= 4 and blob[:3] == b"\0\0\x08" else 0
+    shape = tuple(int.from_bytes(blob[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    if not 1 <= ndim <= 3 or len(blob) != 4 + 4 * ndim + int(np.prod(shape)):
+        raise DatasetNotFound(f"Fashion-MNIST file {path} is not a uint8 IDX file of the size its header states")
+    return np.frombuffer(blob, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
 def _fashion_mnist(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    x_train = _read_idx(root, "train-images-idx3-ubyte")[:, None]
-    y_train = _read_idx(root, "train-labels-idx1-ubyte")
-    x_test = _read_idx(root, "t10k-images-idx3-ubyte")[:, None]
-    y_test = _read_idx(root, "t10k-labels-idx1-ubyte")
-    return x_train, y_train, x_test, y_test, FASHION_MNIST_CLASSES
+    x_train, y_train, x_test, y_test = (_read_idx(root, stem) for stem in FASHION_MNIST_FILES)
+    return x_train[:, None], y_train, x_test[:, None], y_test, FASHION_MNIST_CLASSES
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -245,6 +255,22 @@ def _from_files(data_cfg: DataConfig, name: str, base: Dataset, labels: np.ndarr
     return DatasetSplits(name, FileImages(base, train, labels, size, data_cfg.augment),
                          FileImages(base, val, labels, size), FileImages(base, test, labels, size),
                          len(class_names), class_names)
+
+
+def check_available(data_cfg: DataConfig) -> None:
+    """DatasetNotFound unless the dataset's files are where the config points (cheap: reads nothing
+    large), so a run can refuse to start instead of failing inside its first stage."""
+    root = resolve_data_dir(data_cfg)
+    if data_cfg.dataset == "fashion-mnist":
+        for stem in FASHION_MNIST_FILES:
+            _idx_path(root, stem)
+    elif data_cfg.dataset == "caltech101":
+        if not data_cfg.download and not (root / "caltech101" / "101_ObjectCategories").is_dir():
+            raise DatasetNotFound(f"Caltech-101 not found under {root / 'caltech101'}: put the extracted "
+                                  "101_ObjectCategories there or allow `--set data.download=true`")
+    elif data_cfg.dataset == "imagefolder" and not (root.is_dir() and any(p.is_dir() for p in root.iterdir())):
+        raise DatasetNotFound(f"no ImageFolder tree at {root}: expected <root>/<class>/<image>; "
+                              "set it with `--set data.data_dir=/path`")
 
 
 def load_splits(data_cfg: DataConfig) -> DatasetSplits:

@@ -12,14 +12,19 @@ import sys
 from typing import TYPE_CHECKING, Callable
 
 from grl_aecnn.cluster.cli import register as register_cluster_commands
-from grl_aecnn.config import ConfigError, ExperimentConfig, dump_config, load_config, preset_names
+from grl_aecnn.config import ConfigError, ExperimentConfig, dump_config, load_config, one_line, preset_names
+from grl_aecnn.input_files import BadFile
 from grl_aecnn.pipeline import STAGE_NAMES
+from grl_aecnn.profile import ProfileError
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from grl_aecnn.policies.registry import PolicySpec
+
 EXIT_CONFIG = 2
 EXIT_UNAVAILABLE = 3
+BAD_INPUT: tuple[type[Exception], ...] = (ConfigError, BadFile, ProfileError, FileNotFoundError)
 
 DESCRIPTION = """\
 Train and evaluate semantic compression (AECNN) and graph-RL offloading (GRL-AECNN)
@@ -63,18 +68,23 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, resume: bool, stop_after: str | None = None, only: str | None = None) -> int:
+    """Check what the stages about to run will read, then run them (nothing is created before)."""
     from grl_aecnn.pipeline import run_pipeline
+    from grl_aecnn.preflight import check_run_inputs
 
-    run_pipeline(_config(args), resume=not args.fresh, stop_after=args.stop_after)
+    cfg = _config(args)
+    check_run_inputs(cfg, resume, stop_after, only)
+    run_pipeline(cfg, resume=resume, stop_after=stop_after, only=only)
     return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return _run(args, resume=not args.fresh, stop_after=args.stop_after)
 
 
 def cmd_train_backbone(args: argparse.Namespace) -> int:
-    from grl_aecnn.pipeline import run_pipeline
-
-    run_pipeline(_config(args), resume=not args.fresh, stop_after="backbone", only="backbone")
-    return 0
+    return _run(args, resume=not args.fresh, stop_after="backbone", only="backbone")
 
 
 def _fetch(cfg: ExperimentConfig, value: str, what: str, run_path: str, kind: str | None = None) -> "Path":
@@ -84,62 +94,71 @@ def _fetch(cfg: ExperimentConfig, value: str, what: str, run_path: str, kind: st
     return fetch(value, cfg.run_dir / "inputs", what, run_path, kind)
 
 
-def _init_from(args: argparse.Namespace, key: str, run_path: str, kind: str, pattern: str) -> ExperimentConfig:
-    """The config with ``key`` set to the local copy of ``--init-from`` (when given)."""
+def _add_init_from(args: argparse.Namespace, key: str, run_path: str, kind: str, pattern: str) -> str | None:
+    """Fetch ``--init-from`` (when given) and add ``key=<its local copy>`` to the overrides."""
     import json
 
     from grl_aecnn.uris import single
 
-    cfg = _config(args)
     if not args.init_from:
-        return cfg
-    found = single(_fetch(cfg, args.init_from, "--init-from", run_path, kind), pattern, "--init-from")
-    local = found.parent if pattern.endswith(".json") else found
-    return load_config(args.config, [*args.overrides, f"{key}={json.dumps(str(local.resolve()))}"])
+        return None
+    found = single(_fetch(_config(args), args.init_from, "--init-from", run_path, kind), pattern, "--init-from")
+    local = str((found.parent if pattern.endswith(".json") else found).resolve())
+    args.overrides = [*args.overrides, f"{key}={json.dumps(local)}"]
+    return local
 
 
 def cmd_train_codecs(args: argparse.Namespace) -> int:
-    from grl_aecnn.pipeline import run_pipeline
-
-    cfg = _init_from(args, "codecs.init_from", "codecs", "codec", "*.safetensors")
-    run_pipeline(cfg, resume=not args.fresh, stop_after="codecs", only="codecs")
-    return 0
+    _add_init_from(args, "codecs.init_from", "codecs", "codec", "*.safetensors")
+    return _run(args, resume=not args.fresh, stop_after="codecs", only="codecs")
 
 
 def cmd_train_policy(args: argparse.Namespace) -> int:
-    from grl_aecnn.pipeline import run_pipeline
-    from grl_aecnn.rl.finetune import check_compatible
+    local = _add_init_from(args, "policy.ppo.init_from", "policies", "policy", "policy.json")
+    if local is not None:
+        from grl_aecnn.rl.finetune import check_compatible
 
-    cfg = _init_from(args, "policy.ppo.init_from", "policies", "policy", "policy.json")
-    if cfg.policy.ppo.init_from:
-        check_compatible(cfg.policy.ppo.init_from, cfg.policy.ppo)
-    run_pipeline(cfg, resume=args.resume or not args.fresh, stop_after="policies", only="policies")
-    return 0
+        check_compatible(local, _config(args).policy.ppo)
+    return _run(args, resume=args.resume or not args.fresh, stop_after="policies", only="policies")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    cfg = _config(args)
     if args.profile is None:
-        from grl_aecnn.pipeline import run_pipeline
-
-        run_pipeline(cfg, resume=True, stop_after="evaluation", only="evaluation")
-        return 0
+        return _run(args, resume=True, stop_after="evaluation", only="evaluation")
+    cfg = _config(args)
     from grl_aecnn import tracking
     from grl_aecnn.evaluation.harness import evaluate
-    from grl_aecnn.policies.registry import read_policies
+    from grl_aecnn.preflight import check_sweep
+    from grl_aecnn.profile import load_profile
     from grl_aecnn.uris import single
 
-    profile = single(_fetch(cfg, args.profile, "--profile", "profile.json"), "profile.json", "--profile")
-    trained = []
-    if args.policies:
-        policies = _fetch(cfg, args.policies, "--policies", "policies", kind="policy")
-        model = args.policies if args.policies.startswith("models:/") else None
-        trained = read_policies(single(policies, "policy.json", "--policies").parent if model else policies, model)
+    check_sweep(cfg)
+    profile = load_profile(single(_fetch(cfg, args.profile, "--profile", "profile.json"), "profile.json",
+                                  "--profile"))
+    profile.select(cfg.scenario.codecs)
+    trained = _policies_index(cfg, args.policies) if args.policies else []
+    tracking.check_reachable(tracking.tracking_uri(cfg))
     out = args.out or str(cfg.stage_dir("evaluation"))
     with tracking.stage_run(cfg, "evaluation", profile=args.profile):
         summary = evaluate(profile, cfg.scenario, cfg.evaluation, out, trained=trained, seed=cfg.seed)
     print(f"report: {summary['report']}")
     return 0
+
+
+def _policies_index(cfg: ExperimentConfig, value: str) -> list["PolicySpec"]:
+    """The trained policies of ``--policies`` (an index, a policies run, one policy model);
+    BadFile naming it when unreadable."""
+    from grl_aecnn.policies.registry import read_policies
+    from grl_aecnn.uris import single
+
+    path = _fetch(cfg, value, "--policies", "policies", kind="policy")
+    model = value if value.startswith("models:/") else None
+    if model:
+        path = single(path, "policy.json", "--policies").parent
+    try:
+        return read_policies(path, model)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:
+        raise BadFile(f"policies index {value}: {type(err).__name__}: {err}") from None
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -238,10 +257,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except ConfigError as err:
-        print(f"grl-aecnn: config error: {err}", file=sys.stderr)
+        print(f"grl-aecnn: config error: {one_line(err)}", file=sys.stderr)
+        return EXIT_CONFIG
+    except BAD_INPUT as err:
+        print(f"grl-aecnn: {one_line(err)}", file=sys.stderr)
         return EXIT_CONFIG
     except TrackingUnavailable as err:
-        print(f"grl-aecnn: {err}", file=sys.stderr)
+        print(f"grl-aecnn: {one_line(err)}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except KeyboardInterrupt:
         print("grl-aecnn: interrupted; run the same command again to resume from the last checkpoint",

@@ -39,9 +39,9 @@ def finished_summary(cfg: ExperimentConfig, stage: str) -> dict[str, Any] | None
         return None
     try:
         record = json.loads(marker.read_text())
-    except json.JSONDecodeError:
+    except (OSError, ValueError, RecursionError):  # unreadable, not UTF-8 or not JSON: not finished
         return None
-    if record.get("hash") != cfg.stage_hash(stage):
+    if not isinstance(record, dict) or record.get("hash") != cfg.stage_hash(stage):
         return None
     return record.get("summary", {})
 

@@ -13,11 +13,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from grl_aecnn.input_files import BadFile, read_text
+
 PROFILE_VERSION = 1
+MAX_PROFILE_BYTES = 16 * 1024 * 1024
 
 CodecName = Literal["aecnn", "bottlenetpp", "deepjscc", "raw-image", "float32", "local"]
 DIGITAL_CODECS = ("aecnn", "bottlenetpp", "raw-image", "float32")
 ANALOG_CODECS = ("deepjscc",)
+OFFLOAD_CODECS = (*DIGITAL_CODECS, *ANALOG_CODECS)
 
 
 class ProfileError(ValueError):
@@ -25,7 +29,7 @@ class ProfileError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class BackboneInfo(_Strict):
@@ -125,12 +129,20 @@ def load_profile(path: str | Path) -> CodecProfile:
     """Read and validate a profile; any fault raises ProfileError naming the field."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ProfileError(f"profile not found: {path}") from None
+        data = json.loads(read_text(path, "profile", MAX_PROFILE_BYTES), parse_constant=_no_constant)
+    except BadFile as err:
+        raise ProfileError(str(err)) from None
     except json.JSONDecodeError as err:
         raise ProfileError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    except RecursionError:
+        raise ProfileError(f"{path}: JSON nested too deeply") from None
+    except ProfileError as err:
+        raise ProfileError(f"{path}: {err}") from None
     return parse_profile(data, source=str(path))
+
+
+def _no_constant(name: str) -> float:
+    raise ProfileError(f"{name} is not allowed in a profile (every number must be finite)")
 
 
 def parse_profile(data: object, source: str = "profile") -> CodecProfile:
@@ -141,4 +153,4 @@ def parse_profile(data: object, source: str = "profile") -> CodecProfile:
     except ValidationError as err:
         first = err.errors()[0]
         loc = ".".join(str(p) for p in first["loc"]) or "<root>"
-        raise ProfileError(f"{source}: {loc}: {first['msg']}") from None
+        raise ProfileError(f"{source}: {loc}: {first['msg'].removeprefix('Value error, ')}") from None

@@ -7,7 +7,7 @@ import binascii
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from grl_aecnn.codecs.aecnn import AECNNCodec
@@ -49,8 +49,9 @@ headers = st.builds(
 
 
 @FAST
-@given(headers, st.binary(max_size=64))
+@given(headers, st.binary(min_size=1, max_size=64))
 def test_header_round_trip(header, payload):
+    assume(len(payload) <= 4 * header.symbols_shape[0] * header.symbols_shape[1] * header.symbols_shape[2])
     parsed, body = unpack(pack(header, payload))
     assert parsed == header and body == payload
 
@@ -155,3 +156,64 @@ def test_valid_crc_over_random_body_raises(body):
     data = _with_crc(bytes([MAGIC, (VERSION << 5) | 1]) + body)
     with pytest.raises(BitstreamError):
         CODEC.decode(data)
+
+
+def test_header_without_payload_is_rejected():
+    """A bare header (CRC and all) used to decode to an all-zero tensor."""
+    header, payload = unpack(STREAM)
+    bare = _with_crc(STREAM[:len(STREAM) - 2 - len(payload)])
+    with pytest.raises(BitstreamError, match="payload of 0 bytes"):
+        CODEC.decode(bare)
+    with pytest.raises(ValueError, match="payload"):
+        pack(header, b"")
+
+
+def test_certain_symbols_still_give_a_payload_byte():
+    """A symbol model sure of every symbol leaves the coder empty; the payload is then one byte."""
+    codec = _codec()
+    zeros = np.zeros(SHAPE, dtype=np.float32)
+    stream = codec.encode(zeros)
+    _, payload = unpack(stream)
+    assert len(payload) >= 1
+    assert np.array_equal(codec.decode(stream), codec.dequantized(zeros))
+
+
+def test_padded_varint_is_rejected():
+    body = STREAM[:-2]
+    padded = body[:3] + bytes([body[3] | 0x80, 0x00]) + body[4:]  # C = 64 written in two bytes
+    with pytest.raises(BitstreamError, match="padded varint"):
+        unpack(_with_crc(padded))
+
+
+def _reencode_channels(mode: int, chan_bytes: bytes) -> bytes:
+    """STREAM with its channel set (count + 4 indices) stored in another mode."""
+    body = bytearray(STREAM[:-2])
+    body[2] = (body[2] & ~0x60) | (mode << 5)
+    return _with_crc(bytes(body[:6]) + chan_bytes + bytes(body[6 + 5:]))
+
+
+def test_channel_set_in_a_mode_the_writer_would_not_use_is_rejected():
+    mask = bytearray(8)
+    for i in CODEC.channels:
+        mask[i // 8] |= 1 << (i % 8)
+    with pytest.raises(BitstreamError, match="where the writer uses mode 1"):
+        unpack(_reencode_channels(2, bytes(mask)))
+    with pytest.raises(BitstreamError, match="unknown channel-set mode 3"):
+        unpack(_reencode_channels(3, b""))
+    listed = bytes([64]) + bytes(range(64))
+    header = Header("aecnn", SHAPE, 2, True, tuple(range(64)))
+    body = bytearray(pack(header, b"\x01")[:-2])
+    body[2] |= 1 << 5
+    with pytest.raises(BitstreamError, match="where the writer uses mode 0"):
+        unpack(_with_crc(bytes(body[:6]) + listed + bytes(body[6:])))
+
+
+def test_oversized_input_is_rejected_before_it_is_copied():
+    from grl_aecnn.codecs.bitstream import MAX_STREAM_BYTES
+
+    with pytest.raises(BitstreamError, match="longer than any bitstream"):
+        unpack(memoryview(bytearray(MAX_STREAM_BYTES + 1)))
+    header, payload = unpack(STREAM)
+    too_long = STREAM[:-2][:len(STREAM) - 2 - len(payload)] + bytes(4 * 4 * 8 * 8 + 1)
+    with pytest.raises(BitstreamError, match="out of bounds"):
+        unpack(_with_crc(too_long))

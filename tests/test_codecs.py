@@ -86,7 +86,9 @@ def test_aecnn_trains_round_trips_and_reloads(data):
     tail, z, y = data
     cfg = CodecsConfig(batch_size=16, tail_finetune="first")
     importance = train_attention(tail, z, y, cfg, seed=0)
-    assert importance.shape == (64,) and np.all((importance > 0) & (importance < 1))
+    assert importance.shape == (64,) and len(np.unique(importance)) == 64  # a ranking without ties
+    sparse = cfg.model_copy(update={"aecnn": cfg.aecnn.model_copy(update={"attention_sparsity": 10.0})})
+    assert train_attention(tail, z, y, sparse, seed=0).mean() < importance.mean()  # the L1 term pulls weights down
     channels = top_channels(importance, 4)
     codec = AECNNCodec(SHAPE, channels, bits=2, width=8)
     trained = train_codec(codec, tail, z, y, cfg, seed=0, log=lambda step, m: None)

@@ -43,7 +43,7 @@ def test_yaml_file_round_trip(tmp_path: Path) -> None:
         ("data.dataset=cifar", "data.dataset: Input should be 'fashion-mnist', 'digits', 'caltech101' or"),
         ("nosuchsection.x=1", "nosuchsection: unknown key; allowed keys here: backbone, codecs,"),
         ("backbone=3", "backbone: Input should be a valid dictionary"),
-        ("name=a/b", "name must be a non-empty folder name"),
+        ("name=a/b", "name: 'a/b' is not allowed"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(override: str, expected: str) -> None:
@@ -84,3 +84,14 @@ def test_flat_params_cover_every_leaf() -> None:
     flat = ExperimentConfig().flat()
     assert flat["backbone.epochs"] == ExperimentConfig().backbone.epochs
     assert all(not isinstance(v, dict) for v in flat.values())
+
+
+def test_split_channel_table_matches_the_models() -> None:
+    """The torch-free table the config checks kept channels against is what the real models cut to."""
+    from grl_aecnn.backbone.models import build_model
+    from grl_aecnn.backbone.split import split_info
+    from grl_aecnn.backbone.split_points import SPLIT_CHANNELS, SPLIT_POINTS
+
+    for arch, table in SPLIT_CHANNELS.items():
+        model = build_model(arch, 10).eval()
+        assert {s: split_info(model, s, 32).shape[0] for s in SPLIT_POINTS} == table, arch

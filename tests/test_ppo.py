@@ -166,10 +166,20 @@ def test_loaded_policy_acts_like_rllib_greedy(trained) -> None:
 
 @pytest.mark.parametrize("devices, servers", [(6, 1), (30, 4)])
 def test_policy_serves_other_network_sizes(trained, devices: int, servers: int) -> None:
-    """Trained at 4x1, acts validly unchanged at 6x1 and 30x4 (same 32x4 padding)."""
+    """Trained at 4x1, acts validly unchanged at 6x1 and 30x4 (same 32x4 padding; the env rejects a
+    masked action), and every slot's reward counts exactly the real devices with a task: between all
+    of them late (-psi each) and all on time at the best accuracy."""
     scenario = trained["cfg"].scenario.model_copy(update={"num_devices": devices, "num_servers": servers})
     policy = load_rllib_policy(trained["policy"].path)
-    assert np.isfinite(mean_slot_reward(policy, scenario, episodes=1))
+    profile = load_profile(PROFILE_PATH)
+    best = max(p.accuracy for p in profile.points)
+    env = MECEnv(scenario, profile, ["aecnn"], seed=7)
+    obs, _ = env.reset(seed=7)
+    for _ in range(scenario.episode_slots):
+        tasks = int(((obs["device_mask"] > 0.5) & (obs["action_mask"][:, 1:] > 0.5).any(-1)).sum())
+        assert tasks <= devices
+        obs, reward, *_ = env.step(policy.act(obs))
+        assert -scenario.penalty * tasks - 1e-9 <= reward <= best * tasks + 1e-9
 
 
 def test_iterations_are_logged_to_mlflow_under_the_stage_run(trained) -> None:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-SPLIT_POINTS = ("stem", "layer1", "layer2", "layer3", "layer4")
+from grl_aecnn.backbone.split_points import SPLIT_POINTS
 _STAGE_MODULES = {
     "stem": ("conv1", "bn1", "relu", "maxpool"),
     "layer1": ("layer1",),

@@ -14,7 +14,11 @@ Layout (all integers unsigned; varints are LEB128, at most 3 bytes each)::
 
 At 32 px the float32 stem tensor is 16 KiB, so a 256x stream is 64 bytes in all: every
 header byte is paid for, which is why shapes are varints and scales one byte each.
-Parsing checks every bound before anything is allocated.
+
+Parsing checks every bound before anything is allocated or copied, and accepts only what
+`pack` writes: the shortest varints, the channel-set mode `pack` would choose, no unused
+flag values, a non-empty payload. So a tensor has exactly one stream (equal tensors, equal
+bytes). tests/fixtures/bitstream_v1_*.bin pin the version-1 format.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ CODEC_NAMES = {v: k for k, v in CODEC_IDS.items()}
 MAX_DIM = 4096
 MAX_ELEMENTS = 1 << 24
 CRC_BYTES = 2
+MAX_HEADER_BYTES = 3 + 3 * 3 + (MAX_DIM + 7) // 8 + MAX_DIM
+MAX_SYMBOL_BYTES = 4  # an upper bound on the coded size of one symbol (raw: at most 16 bits)
+MAX_STREAM_BYTES = MAX_HEADER_BYTES + MAX_SYMBOL_BYTES * MAX_ELEMENTS + CRC_BYTES
 ALL, INDEX_LIST, BITMASK = 0, 1, 2
 
 
@@ -89,6 +96,8 @@ class _Reader:
             byte = self.byte(what)
             value |= (byte & 0x7F) << shift
             if not byte & 0x80:
+                if shift and not byte:
+                    raise BitstreamError(f"{what}: padded varint (not the shortest encoding)")
                 break
         else:
             raise BitstreamError(f"{what}: varint longer than 3 bytes")
@@ -120,6 +129,8 @@ def pack(header: Header, payload: bytes) -> bytes:
         raise ValueError(f"channel set {chans} must be non-empty, increasing and < {c}")
     if header.scale_codes and len(header.scale_codes) != len(chans):
         raise ValueError("one scale code per kept channel")
+    if not 1 <= len(payload) <= MAX_SYMBOL_BYTES * len(chans) * h * w:
+        raise ValueError(f"payload of {len(payload)} bytes is out of bounds for {len(chans)}x{h}x{w} symbols")
     mode, chan_bytes = _channel_set(chans, c)
     flags = (header.bits - 1) | (header.entropy_coded << 4) | (mode << 5) | (bool(header.scale_codes) << 7)
     body = (bytes([MAGIC, (VERSION << 5) | CODEC_IDS[header.codec], flags])
@@ -131,6 +142,8 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
     """Parse and verify a stream; returns the header and the payload bytes."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise BitstreamError(f"expected bytes, got {type(data).__name__}")
+    if len(data) > MAX_STREAM_BYTES:
+        raise BitstreamError(f"{len(data)} bytes is longer than any bitstream ({MAX_STREAM_BYTES})")
     data = bytes(data)
     if len(data) < 3 + 3 + CRC_BYTES:
         raise BitstreamError(f"too short for a bitstream ({len(data)} bytes)")
@@ -146,6 +159,8 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
         raise BitstreamError(f"unknown codec id {codec_id}")
     flags = data[2]
     bits, entropy_coded, mode, has_scales = (flags & 0x0F) + 1, bool(flags & 0x10), (flags >> 5) & 3, flags >> 7
+    if mode not in (ALL, INDEX_LIST, BITMASK):
+        raise BitstreamError(f"unknown channel-set mode {mode}")
     reader = _Reader(data, end)
     reader.pos = 3
     c = reader.varint("channels", MAX_DIM)
@@ -154,7 +169,13 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
     if min(c, h, w) == 0 or c * h * w > MAX_ELEMENTS:
         raise BitstreamError(f"tensor shape {(c, h, w)} is empty or larger than {MAX_ELEMENTS} elements")
     channels = _read_channels(reader, mode, c)
+    canonical = _channel_set(channels, c)[0]
+    if canonical != mode:
+        raise BitstreamError(f"channel set stored in mode {mode} where the writer uses mode {canonical}")
     scales = reader.take(len(channels), "scales") if has_scales else b""
+    size = end - reader.pos
+    if not 1 <= size <= MAX_SYMBOL_BYTES * len(channels) * h * w:
+        raise BitstreamError(f"payload of {size} bytes is out of bounds for {len(channels)}x{h}x{w} symbols")
     header = Header(CODEC_NAMES[codec_id], (c, h, w), bits, entropy_coded, channels, scales)
     return header, data[reader.pos:end]
 
@@ -168,10 +189,8 @@ def _read_channels(reader: _Reader, mode: int, c: int) -> tuple[int, ...]:
         if k == 0 or any(b <= a for a, b in zip(chans, chans[1:])):
             raise BitstreamError("kept-channel indices must be non-empty and strictly increasing")
         return chans
-    if mode == BITMASK:
-        mask = reader.take((c + 7) // 8, "channel bitmask")
-        chans = tuple(i for i in range(c) if mask[i // 8] >> (i % 8) & 1)
-        if not chans or any(mask[i // 8] >> (i % 8) & 1 for i in range(c, 8 * len(mask))):
-            raise BitstreamError("channel bitmask is empty or marks channels beyond C")
-        return chans
-    raise BitstreamError(f"unknown channel-set mode {mode}")
+    mask = reader.take((c + 7) // 8, "channel bitmask")
+    chans = tuple(i for i in range(c) if mask[i // 8] >> (i % 8) & 1)
+    if not chans or any(mask[i // 8] >> (i % 8) & 1 for i in range(c, 8 * len(mask))):
+        raise BitstreamError("channel bitmask is empty or marks channels beyond C")
+    return chans

@@ -11,7 +11,8 @@ Why ANS: after decoding exactly the expected number of symbols, a correct stream
 coder empty; a damaged one almost never does. The decoder also re-encodes what it decoded
 and insists on getting the same bytes, so only the encoder's own (canonical) output is ever
 accepted. constriction emits 32-bit words; the last word's zero high bytes are dropped and
-restored on decode (1-3 bytes saved per stream).
+restored on decode (1-3 bytes saved per stream). A coder left in its initial state (all
+symbols certain) emits no words; its payload is one zero byte, so no payload is empty.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from grl_aecnn.codecs.bitstream import BitstreamError
 
 FAMILY = constriction.stream.model.Categorical(perfect=False)  # probabilities given per symbol
 AnsCoder = constriction.stream.stack.AnsCoder
+EMPTY_CODER = b"\0"  # the payload of a coder that emitted no words
 PRIOR_COUNT = 0.5  # added to every count, so symbols unseen in training stay codable
 
 
@@ -88,7 +90,7 @@ class SymbolModel:
         coder.encode_reverse(symbols.reshape(-1).astype(np.int32, copy=False), FAMILY, self.table(*symbols.shape[1:]))
         raw = coder.get_compressed().tobytes()
         trimmed = raw.rstrip(b"\0")
-        return raw[:max(len(trimmed), len(raw) - 3)]
+        return raw[:max(len(trimmed), len(raw) - 3)] or EMPTY_CODER
 
     def decode(self, payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
         """Payload bytes -> [k, H, W] int32 symbols; BitstreamError unless it decodes exactly."""
@@ -99,7 +101,7 @@ class SymbolModel:
             table = self.table(h, w)
         except ValueError as err:
             raise BitstreamError(str(err)) from None
-        padded = payload + b"\0" * (-len(payload) % 4)
+        padded = b"" if payload == EMPTY_CODER else payload + b"\0" * (-len(payload) % 4)
         words = np.frombuffer(padded, dtype=np.uint32).copy()
         try:
             coder = AnsCoder(words)

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import yaml
 from scipy import stats
 
 from grl_aecnn.policies.base import bind_policy
@@ -147,15 +146,21 @@ class Sweep:
 
 def load_sweep(name_or_path: str) -> Sweep:
     """The sweep's axes and combinations; every key must be a scenario field (or `network`)."""
-    from grl_aecnn.config import PRESET_DIR
+    from grl_aecnn.config import sweep_path
+    from grl_aecnn.input_files import MAX_BYTES, BadFile, YamlError, load_yaml, read_text
 
-    path = Path(name_or_path)
-    if not path.exists():
-        path = PRESET_DIR / f"{name_or_path}.yaml"
-    if not path.exists():
-        raise FileNotFoundError(f"sweep file not found: {name_or_path} (looked in {PRESET_DIR})")
-    data = yaml.safe_load(path.read_text()) or {}
-    sweep = Sweep(axes=data.get("axes") or {}, combinations=data.get("combinations") or {})
+    path = sweep_path(name_or_path)
+    try:
+        data = load_yaml(read_text(path, "sweep file", MAX_BYTES)) or {}
+    except YamlError as err:
+        raise BadFile(f"sweep file {path}: {err}") from None
+    axes = data.get("axes") or {} if isinstance(data, dict) else None
+    combos = data.get("combinations") or {} if isinstance(data, dict) else None
+    if not isinstance(axes, dict) or not all(isinstance(v, list) for v in axes.values()) or \
+            not isinstance(combos, dict) or not all(isinstance(c, dict) for c in combos.values()):
+        raise BadFile(f"sweep file {path}: expected `axes: {{field: [values, ...]}}` and "
+                      "`combinations: {name: {field: value, ...}}`")
+    sweep = Sweep(axes=axes, combinations=combos)
     keys = set(sweep.axes) | {k for combo in sweep.combinations.values() for k in combo}
     unknown = sorted(keys - set(ScenarioConfig.model_fields) - {NETWORK})
     if unknown:

@@ -8,11 +8,11 @@ from grl_aecnn.settings_base import Section
 
 
 class EvaluationConfig(Section):
-    episodes: int = Field(10, ge=2, description="Seeded episodes per scenario (the same for every policy).")
+    episodes: int = Field(10, ge=2, le=10**5, description="Seeded episodes per scenario (the same for every policy).")
     default_episodes: int | None = Field(
-        None, ge=2, description="Episodes for the default scenario, the headline table (default: `episodes`); "
+        None, ge=2, le=10**5, description="Episodes for the default scenario, the headline table (default: `episodes`); "
                                 "more than the sweeps get narrows the confidence interval where it matters most.")
-    slots_per_episode: int = Field(100, ge=1)
+    slots_per_episode: int = Field(100, ge=1, le=10**6)
     sweep: str = Field("scenarios_default", description="Sweep file in tune_configs/ (name or path).")
     policies: list[str] | None = Field(
         None, description="Policy names to run (default: every rule, the oracle and all trained policies).")

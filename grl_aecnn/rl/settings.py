@@ -16,16 +16,16 @@ from grl_aecnn.settings_base import Section
 class PPOConfig(Section):
     # -- model --------------------------------------------------------------------------
     model: Literal["gcn", "mlp"] = Field("gcn", description="GCN actor-critic, or the MLP ablation.")
-    hidden: int = Field(32, ge=4, description="Embedding width (GCN) or layer width (MLP).")
-    gcn_layers: int = Field(2, ge=1, description="Message-passing rounds over the device-server graph.")
-    mlp_layers: int = Field(2, ge=1)
+    hidden: int = Field(32, ge=4, le=4096, description="Embedding width (GCN) or layer width (MLP).")
+    gcn_layers: int = Field(2, ge=1, le=64, description="Message-passing rounds over the device-server graph.")
+    mlp_layers: int = Field(2, ge=1, le=64)
     init_from: str | None = Field(
         None, description="Exported policy folder to start from (fine-tuning; `train-policy --init-from` "
                           "also takes an MLflow run or model URI). Same model and widths needed.")
 
     # -- PPO ----------------------------------------------------------------------------
-    iterations: int = Field(15, ge=1, description="Training iterations (one train batch each).")
-    lr: float = Field(3e-3, gt=0)
+    iterations: int = Field(15, ge=1, le=10**6, description="Training iterations (one train batch each).")
+    lr: float = Field(3e-3, gt=0, le=10)
     gamma: float = Field(
         0.0, ge=0, le=1,
         description="0: a slot's decisions never change later slots (the draws ignore actions), so each "
@@ -38,22 +38,22 @@ class PPOConfig(Section):
                     "(per-device PPO ratio, advantage, value and entropy; needs gamma 0); slot: RLlib's "
                     "PPO loss, one advantage of the summed slot reward for all N decisions.",
     )
-    train_batch_size: int = Field(1000, ge=8, description="Env steps (slots) per iteration.")
-    minibatch_size: int = Field(250, ge=8)
-    num_epochs: int = Field(4, ge=1)
+    train_batch_size: int = Field(1000, ge=8, le=10**7, description="Env steps (slots) per iteration.")
+    minibatch_size: int = Field(250, ge=8, le=10**7)
+    num_epochs: int = Field(4, ge=1, le=1000)
     clip_param: float = Field(0.2, gt=0)
     entropy_coeff: float = Field(0.0, ge=0)
     vf_loss_coeff: float = Field(0.5, ge=0)
     grad_clip: float | None = Field(1.0, gt=0)
 
     # -- scale-out and fault tolerance ----------------------------------------------------
-    num_env_runners: int = Field(0, ge=0, description="0: sample in the trial's own process (1 CPU per trial).")
-    num_envs_per_env_runner: int = Field(8, ge=1, description="Simulator copies stepped together per runner.")
-    max_concurrent_trials: int = Field(0, ge=0, description="Policies trained at once; 0: as many as CPUs allow.")
-    checkpoint_frequency: int = Field(5, ge=1, description="Iterations between checkpoints (resume points).")
+    num_env_runners: int = Field(0, ge=0, le=4096, description="0: sample in the trial's own process (1 CPU per trial).")
+    num_envs_per_env_runner: int = Field(8, ge=1, le=4096, description="Simulator copies stepped together per runner.")
+    max_concurrent_trials: int = Field(0, ge=0, le=4096, description="Policies trained at once; 0: as many as CPUs allow.")
+    checkpoint_frequency: int = Field(5, ge=1, le=10**6, description="Iterations between checkpoints (resume points).")
     restart_failed_env_runners: bool = True
-    max_env_runner_restarts: int = Field(10, ge=0)
-    max_failures: int = Field(2, ge=0, description="Tune retries of a failed trial from its last checkpoint.")
+    max_env_runner_restarts: int = Field(10, ge=0, le=10**4)
+    max_failures: int = Field(2, ge=0, le=1000, description="Tune retries of a failed trial from its last checkpoint.")
 
     @model_validator(mode="after")
     def _device_credit_is_a_bandit(self) -> "PPOConfig":

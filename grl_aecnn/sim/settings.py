@@ -8,20 +8,25 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
+from grl_aecnn.profile import OFFLOAD_CODECS
 from grl_aecnn.settings_base import Section
+
+MAX_NETWORK = 1024
 
 
 class ScenarioConfig(Section):
     # -- network size and observation padding -------------------------------------------
-    num_devices: int = Field(14, ge=1)
-    num_servers: int = Field(2, ge=1)
-    max_devices: int = Field(32, ge=1, description="Observation padding: largest network a policy serves.")
-    max_servers: int = Field(4, ge=1)
-    codecs: list[str] = Field(["aecnn"], min_length=1, description="Profile codecs offered as offloading points.")
+    num_devices: int = Field(14, ge=1, le=MAX_NETWORK, description="Devices, 1..1024.")
+    num_servers: int = Field(2, ge=1, le=MAX_NETWORK, description="Edge servers, 1..1024.")
+    max_devices: int = Field(32, ge=1, le=MAX_NETWORK,
+                             description="Observation padding: largest network a policy serves (at most 1024).")
+    max_servers: int = Field(4, ge=1, le=MAX_NETWORK)
+    codecs: list[str] = Field(["aecnn"], min_length=1,
+                              description=f"Profile codecs offered as offloading points: {', '.join(OFFLOAD_CODECS)}.")
 
     # -- time and tasks -----------------------------------------------------------------
     slot_s: float = Field(0.1, gt=0, description="Slot length; every task must finish within its slot.")
-    episode_slots: int = Field(100, ge=1, description="Slots per episode (positions are re-drawn per episode).")
+    episode_slots: int = Field(100, ge=1, le=10**6, description="Slots per episode (positions are re-drawn per episode).")
     task_prob: float = Field(0.9, gt=0, le=1, description="Probability that a device has a task in a slot.")
     deadline_min_s: float = Field(0.02, gt=0, description="Per-task deadline ~ U[deadline_min_s, deadline_max_s].")
     deadline_max_s: float = Field(0.1, gt=0)
@@ -47,7 +52,7 @@ class ScenarioConfig(Section):
     capacity_std: float = Field(0.2, ge=0, description="Stationary std of beta_m (AR(1), clipped).")
     capacity_correlation: float = Field(0.8, ge=0, lt=1, description="AR(1) coefficient of beta_m per slot.")
     capacity_min: float = Field(0.1, gt=0, le=1)
-    capacity_lag_slots: int = Field(1, ge=0, description="The policy sees beta from this many slots ago ...")
+    capacity_lag_slots: int = Field(1, ge=0, le=1000, description="The policy sees beta from this many slots ago ...")
     capacity_est_noise: float = Field(0.05, ge=0, description="... plus Gaussian noise of this std.")
 
     @model_validator(mode="after")
@@ -68,4 +73,7 @@ class ScenarioConfig(Section):
             raise ValueError(f"min_distance_m ({self.min_distance_m}) must be below area_m ({self.area_m})")
         if "local" in self.codecs:
             raise ValueError("codecs: 'local' is always offered; list only offloading codecs")
+        unknown = sorted(set(self.codecs) - set(OFFLOAD_CODECS))
+        if unknown or len(set(self.codecs)) != len(self.codecs):
+            raise ValueError(f"codecs: {self.codecs} must be distinct names from {', '.join(OFFLOAD_CODECS)}")
         return self
