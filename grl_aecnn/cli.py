@@ -130,11 +130,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from grl_aecnn.evaluation.harness import evaluate
     from grl_aecnn.preflight import check_sweep
     from grl_aecnn.profile import load_profile
-    from grl_aecnn.uris import single
 
     check_sweep(cfg)
-    profile = load_profile(single(_fetch(cfg, args.profile, "--profile", "profile.json"), "profile.json",
-                                  "--profile"))
+    profile = load_profile(_fetch(cfg, args.profile, "--profile", "profile.json"))
     profile.select(cfg.scenario.codecs)
     trained = _policies_index(cfg, args.policies) if args.policies else []
     tracking.check_reachable(tracking.tracking_uri(cfg))

@@ -32,7 +32,7 @@ def is_reference(value: str) -> bool:
 
 
 def fetch(value: str, dest: Path, what: str, run_path: str, kind: str | None = None) -> Path:
-    """The local copy of ``value``: a path as it is, a reference downloaded under ``dest``.
+    """The local copy of ``value``: a local path unchanged, a reference downloaded under ``dest``.
 
     ``what`` names the option in messages; ``run_path``: the artifact a bare run id stands for
     (e.g. ``profile.json``); ``kind``: the model kind a ``models:/`` reference must have
@@ -40,10 +40,7 @@ def fetch(value: str, dest: Path, what: str, run_path: str, kind: str | None = N
     path is its data folder.
     """
     if not is_reference(value):
-        if not Path(value).exists():
-            raise InputError(f"{what}: {value} does not exist (give a path, an MLflow run id, runs:/... "
-                             "or models:/...)")
-        return Path(value)
+        return Path(value)  # read (and its faults named) by the option's own reader
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -117,6 +114,8 @@ def single(path: Path, pattern: str, what: str) -> Path:
     """The one file matching ``pattern`` at or below ``path`` (``path`` itself if it is a file)."""
     if path.is_file():
         return path
+    if not path.exists():
+        raise InputError(f"{what}: {path} not found (give a path, an MLflow run id, runs:/... or models:/...)")
     found = sorted(path.glob(f"**/{pattern}"))
     if len(found) != 1:
         listed = ", ".join(str(p.relative_to(path)) for p in found)

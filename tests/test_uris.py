@@ -32,10 +32,11 @@ def run_id(mlflow_store: str, tiny_config) -> str:
     return run.info.run_id
 
 
-def test_local_paths_pass_and_missing_ones_are_named(tmp_path: Path) -> None:
+def test_local_paths_pass_unchanged_and_missing_ones_are_named(tmp_path: Path) -> None:
     assert fetch(str(PROFILE_PATH), tmp_path / "in", "--profile", "profile.json") == PROFILE_PATH
-    with pytest.raises(InputError, match=r"--profile: .*nope\.json does not exist"):
-        fetch(str(tmp_path / "nope.json"), tmp_path / "in", "--profile", "profile.json")
+    missing = fetch(str(tmp_path / "nope"), tmp_path / "in", "--init-from", "policies")  # its reader names it
+    with pytest.raises(InputError, match=r"--init-from: .*nope not found"):
+        single(missing, "policy.json", "--init-from")
     assert not (tmp_path / "in").exists()
 
 
