@@ -243,6 +243,7 @@ def train_backbone(cfg: "ExperimentConfig", resume: bool) -> dict[str, Any]:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from grl_aecnn.models.logged import log_backbone_model
     from grl_aecnn.runtime import init_ray
 
     bb = cfg.backbone
@@ -283,6 +284,7 @@ def train_backbone(cfg: "ExperimentConfig", resume: bool) -> dict[str, Any]:
     }
     model_path, meta_path = save_backbone(stage, model, meta)
     _log_to_mlflow(history, splits.sizes(), model_path, meta_path)
+    log_backbone_model(cfg, stage, meta)
     print(f"[backbone] test accuracy {last['test_accuracy']:.4f} after {last['epoch']} epochs "
           f"({train_seconds:.0f} s); saved {model_path}")
     return {"test_accuracy": last["test_accuracy"], "val_accuracy": last["val_accuracy"],

@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from grl_aecnn.backbone.split import count_flops, split_info, split_resnet
 from grl_aecnn.codecs.measure import CLEAN, CodecMeasurer, bnpp_variant_id
 from grl_aecnn.codecs.settings import CodecsConfig
-from grl_aecnn.codecs.store import build_codec, load_codec, point_specs, save_codec
+from grl_aecnn.codecs.store import build_codec, init_codec, load_codec, point_specs, save_codec
 from grl_aecnn.codecs.training import STEPS, accuracy, teacher_logits, train_attention, train_codec
 from grl_aecnn.config import ExperimentConfig
 from grl_aecnn.profile import PROFILE_VERSION, BackboneInfo, CodecProfile, OperatingPoint, SnrPoint
@@ -99,6 +99,7 @@ def run_sweep(cfg: ExperimentConfig, resume: bool, model: torch.nn.Module, meta:
     plot_rate_accuracy(profile, stage / PLOT_FILE, cfg.codecs.deepjscc.train_snr_db)
     summary = summarize(profile, path)
     _log_stage(stage, summary)
+    _log_models(cfg, profile, weights_dir, list(blobs), inputs.tensors["test_z"][:2].numpy())
     return summary
 
 
@@ -206,6 +207,8 @@ def _trial(config: dict[str, Any], shared: dict[str, Any]) -> None:
     t = inputs.tensors
     tail = _tail(inputs)
     codec = load_codec(earlier["weights"], tail)[0] if earlier else build_codec(spec, inputs.shape)
+    if not earlier and shared["init"] is not None and init_codec(codec, spec, shared["init"]):
+        print(f"[codecs] {spec['id']}: starting from {cfg.init_from}")
     seed = shared["seed"] ^ zlib.crc32(spec["id"].encode())
     lines = LogLines()
     mlflow.set_tracking_uri(shared["mlflow"]["uri"])
@@ -293,7 +296,8 @@ def run_trials(cfg: ExperimentConfig, inputs: SweepInputs, specs: list[dict[str,
     shutil.rmtree(path, ignore_errors=True)  # Tune's state of an earlier attempt is never restored
     if pending:
         shared = {"inputs": inputs, "codecs": c.model_dump(mode="json"), "seed": cfg.seed,
-                  "cpus": c.cpus_per_trial, "mlflow": _mlflow_info(cfg), "resume": earlier}
+                  "cpus": c.cpus_per_trial, "mlflow": _mlflow_info(cfg), "resume": earlier,
+                  "init": Path(c.init_from).read_bytes() if c.init_from else None}
         trainable = tune.with_resources(tune.with_parameters(_trial, shared=shared),
                                         {"cpu": c.cpus_per_trial, "gpu": c.gpus_per_trial})
         tuner = tune.Tuner(
@@ -461,6 +465,17 @@ def summarize(profile: CodecProfile, path: Path) -> dict[str, Any]:
             "id": best.id, "payload_bytes": best.payload_bytes, "compression_ratio": best.compression_ratio,
             "accuracy": best.accuracy, "loss_points": 100 * (clean - best.accuracy)},
     }
+
+
+def _log_models(cfg: ExperimentConfig, profile: CodecProfile, weights_dir: Path, point_ids: list[str],
+                example: np.ndarray) -> None:
+    """Every point as a registered MLflow Model (``grl_aecnn.models.logged``), on the stage run."""
+    import mlflow
+
+    from grl_aecnn.models.logged import log_codec_models
+
+    if mlflow.active_run() is not None:
+        log_codec_models(cfg, profile, {pid: weights_dir / f"{pid}.safetensors" for pid in point_ids}, example)
 
 
 def _log_stage(stage: Path, summary: dict[str, Any]) -> None:

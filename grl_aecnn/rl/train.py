@@ -20,6 +20,7 @@ as the CPUs allow), so checkpoints, fault tolerance and MLflow all come from one
 from __future__ import annotations
 
 import json
+import functools
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ from grl_aecnn import trust
 from grl_aecnn.config import ExperimentConfig
 from grl_aecnn.profile import CodecProfile
 from grl_aecnn.progress import LogLines
+from grl_aecnn.rl.finetune import load_initial_weights
 from grl_aecnn.rl.learner import DeviceCreditPPOLearner
 from grl_aecnn.rl.policy import MODULES, export_policy
 from grl_aecnn.rl.settings import PPOConfig
@@ -289,7 +291,7 @@ def rllib_config(cfg: ExperimentConfig, env: dict[str, Any] | Any) -> RLlibPPOCo
     column to its learner connector itself); ``"slot"`` is RLlib's own PPO learner.
     """
     ppo = cfg.policy.ppo
-    return (
+    config = (
         RLlibPPOConfig()
         .environment(ENV_NAME, env_config=env)
         .env_runners(num_env_runners=ppo.num_env_runners, num_envs_per_env_runner=ppo.num_envs_per_env_runner,
@@ -304,6 +306,9 @@ def rllib_config(cfg: ExperimentConfig, env: dict[str, Any] | Any) -> RLlibPPOCo
                          max_num_env_runner_restarts=ppo.max_env_runner_restarts)
         .debugging(seed=cfg.seed)
     )
+    if ppo.init_from:  # fine-tuning (grl_aecnn.rl.finetune)
+        config.callbacks(on_algorithm_init=functools.partial(load_initial_weights, ppo.init_from))
+    return config
 
 
 def _trial_name(trial) -> str:
