@@ -18,6 +18,8 @@ from grl_aecnn.pipeline import STAGE_NAMES
 from grl_aecnn.profile import ProfileError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from grl_aecnn.policies.registry import PolicySpec
 
 EXIT_CONFIG = 2
@@ -38,6 +40,9 @@ examples:
   grl-aecnn train-backbone --set backbone.epochs=1
   grl-aecnn config show --set data.input_size=64
 """
+
+
+REF_FORMS = "a path, an MLflow run id, runs:/<run id>/<path> or models:/<name>@<alias>"
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -82,11 +87,38 @@ def cmd_train_backbone(args: argparse.Namespace) -> int:
     return _run(args, resume=not args.fresh, stop_after="backbone", only="backbone")
 
 
+def _fetch(cfg: ExperimentConfig, value: str, what: str, run_path: str, kind: str | None = None) -> "Path":
+    """A path, MLflow run id or URI given on the command line, fetched into ``<run_dir>/inputs``."""
+    from grl_aecnn.uris import fetch
+
+    return fetch(value, cfg.run_dir / "inputs", what, run_path, kind)
+
+
+def _add_init_from(args: argparse.Namespace, key: str, run_path: str, kind: str, pattern: str) -> str | None:
+    """Fetch ``--init-from`` (when given) and add ``key=<its local copy>`` to the overrides."""
+    import json
+
+    from grl_aecnn.uris import single
+
+    if not args.init_from:
+        return None
+    found = single(_fetch(_config(args), args.init_from, "--init-from", run_path, kind), pattern, "--init-from")
+    local = str((found.parent if pattern.endswith(".json") else found).resolve())
+    args.overrides = [*args.overrides, f"{key}={json.dumps(local)}"]
+    return local
+
+
 def cmd_train_codecs(args: argparse.Namespace) -> int:
+    _add_init_from(args, "codecs.init_from", "codecs", "codec", "*.safetensors")
     return _run(args, resume=not args.fresh, stop_after="codecs", only="codecs")
 
 
 def cmd_train_policy(args: argparse.Namespace) -> int:
+    local = _add_init_from(args, "policy.ppo.init_from", "policies", "policy", "policy.json")
+    if local is not None:
+        from grl_aecnn.rl.finetune import check_compatible
+
+        check_compatible(local, _config(args).policy.ppo)
     return _run(args, resume=args.resume or not args.fresh, stop_after="policies", only="policies")
 
 
@@ -99,26 +131,44 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from grl_aecnn.preflight import check_sweep
     from grl_aecnn.profile import load_profile
 
-    profile = load_profile(args.profile)
-    profile.select(cfg.scenario.codecs)
     check_sweep(cfg)
-    trained = _policies_index(args.policies) if args.policies else []
+    profile = load_profile(_fetch(cfg, args.profile, "--profile", "profile.json"))
+    profile.select(cfg.scenario.codecs)
+    trained = _policies_index(cfg, args.policies) if args.policies else []
     tracking.check_reachable(tracking.tracking_uri(cfg))
     out = args.out or str(cfg.stage_dir("evaluation"))
-    with tracking.stage_run(cfg, "evaluation", profile=str(args.profile)):
+    with tracking.stage_run(cfg, "evaluation", profile=args.profile):
         summary = evaluate(profile, cfg.scenario, cfg.evaluation, out, trained=trained, seed=cfg.seed)
     print(f"report: {summary['report']}")
     return 0
 
 
-def _policies_index(path: str) -> list["PolicySpec"]:
-    """The trained policies listed in a policies.json index; BadFile naming it when unreadable."""
-    from grl_aecnn.policies.registry import read_index
+def _policies_index(cfg: ExperimentConfig, value: str) -> list["PolicySpec"]:
+    """The trained policies of ``--policies`` (an index, a policies run, one policy model);
+    BadFile naming it when unreadable."""
+    from grl_aecnn.policies.registry import read_policies
+    from grl_aecnn.uris import single
 
+    path = _fetch(cfg, value, "--policies", "policies", kind="policy")
+    model = value if value.startswith("models:/") else None
+    if model:
+        path = single(path, "policy.json", "--policies").parent
     try:
-        return read_index(path)
+        return read_policies(path, model)
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:
-        raise BadFile(f"policies index {path}: {type(err).__name__}: {err}") from None
+        raise BadFile(f"policies index {value}: {type(err).__name__}: {err}") from None
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from grl_aecnn.export import export_run
+
+    cfg = _config(args)
+    out = Path(args.out) if args.out else cfg.run_dir / "export"
+    manifest = export_run(cfg, out, codecs=args.codec or None, policies=args.policy or None)
+    print(f"exported {len(manifest['codecs'])} codec point(s) and {len(manifest['policies'])} policy(ies) to {out}")
+    return 0
 
 
 # -- parser -----------------------------------------------------------------------------
@@ -151,20 +201,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("train-codecs", "train codecs across operating points with Ray Tune and write the codec profile",
                 cmd_train_codecs)
     p.add_argument("--fresh", action="store_true", help="discard the sweep's trials and start over")
+    p.add_argument("--init-from", metavar="REF", default=None,
+                   help="fine-tune: points of the same codec and shapes start from this trained codec "
+                        f"({REF_FORMS}; e.g. models:/quick.codec.aecnn-k8-b4@champion)")
 
     p = command("train-policy", "train the GRL policies (RLlib PPO) and DROO on the codec profile",
                 cmd_train_policy)
     group = p.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue from the last checkpoint (default)")
     group.add_argument("--fresh", action="store_true", help="start training over")
+    p.add_argument("--init-from", metavar="REF", default=None,
+                   help="fine-tune: start PPO from an exported policy of the same codec set "
+                        f"({REF_FORMS}; e.g. models:/quick.grl-aecnn@champion)")
 
     p = command("evaluate", "compare all policies on the same seeded episodes across the scenario sweep",
                 cmd_evaluate)
-    p.add_argument("--profile", metavar="PATH", default=None,
-                   help="evaluate on this codec profile directly (default: the pipeline's codec stage)")
-    p.add_argument("--policies", metavar="PATH", default=None,
-                   help="with --profile: a policies.json index of trained policies to include")
+    p.add_argument("--profile", metavar="REF", default=None,
+                   help="evaluate on this codec profile directly (default: the pipeline's codec stage): a "
+                        "profile.json, or the codecs stage's MLflow run id or runs:/<run id>/profile.json")
+    p.add_argument("--policies", metavar="REF", default=None,
+                   help="with --profile: trained policies to include: a policies.json index, the policies "
+                        f"stage's MLflow run id, or one policy ({REF_FORMS})")
     p.add_argument("--out", metavar="DIR", default=None, help="with --profile: output folder")
+
+    p = command("export", "write the device encoders, server decoders+tails and GRL policies of a run as "
+                          "ONNX files that run with onnxruntime alone (no grl_aecnn, no Ray)", cmd_export)
+    p.add_argument("--codec", action="append", default=[], metavar="POINT", help="only this codec point (repeatable)")
+    p.add_argument("--policy", action="append", default=[], metavar="NAME", help="only this policy (repeatable)")
+    p.add_argument("--out", metavar="DIR", default=None, help="output folder (default: <run folder>/export)")
 
     cfg_parser = sub.add_parser("config", help="inspect configuration", description="inspect configuration")
     cfg_sub = cfg_parser.add_subparsers(dest="config_command", metavar="ACTION", required=True)

@@ -2,7 +2,9 @@
 
 A stage is a function ``(cfg, resume) -> summary dict``. When it finishes, the pipeline
 writes ``<run_dir>/<stage>/stage.json`` with the hash of the config sections it depends
-on; a later run with the same hash reuses it instead of training again.
+on and its MLflow run; a later run with the same hash reuses it instead of training again
+(and tags its own run with the one that produced the stage). A resumed pipeline continues the
+MLflow runs its interrupted attempt started, after closing as KILLED those a kill left RUNNING.
 """
 
 from __future__ import annotations
@@ -46,10 +48,18 @@ def finished_summary(cfg: ExperimentConfig, stage: str) -> dict[str, Any] | None
     return record.get("summary", {})
 
 
-def mark_finished(cfg: ExperimentConfig, stage: str, summary: dict[str, Any], seconds: float) -> None:
+def mark_finished(cfg: ExperimentConfig, stage: str, summary: dict[str, Any], seconds: float,
+                  run_id: str | None = None) -> None:
     marker = cfg.stage_dir(stage) / MARKER
     marker.write_text(json.dumps({"hash": cfg.stage_hash(stage), "seconds": round(seconds, 1),
-                                  "summary": summary}, indent=2, default=str))
+                                  "mlflow_run_id": run_id, "summary": summary}, indent=2, default=str))
+
+
+def _producing_run(cfg: ExperimentConfig, stage: str) -> str | None:
+    try:
+        return json.loads((cfg.run_dir / stage / MARKER).read_text()).get("mlflow_run_id")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def run_stage(cfg: ExperimentConfig, stage: str, resume: bool = True, force: bool = False) -> dict[str, Any]:
@@ -59,14 +69,17 @@ def run_stage(cfg: ExperimentConfig, stage: str, resume: bool = True, force: boo
     done = finished_summary(cfg, stage) if resume and not force else None
     if done is not None:
         print(f"[{stage}] reusing finished stage in {cfg.run_dir / stage}")
+        tracking.link_reused_stage(stage, _producing_run(cfg, stage))
         return done
     fn = _resolve(dict(STAGES)[stage])
     print(f"[{stage}] starting")
     start = time.perf_counter()
-    with tracking.stage_run(cfg, stage):
+    if not resume:  # a stage started over logs to a new run
+        (cfg.stage_dir(stage) / tracking.RUNS_FILE).unlink(missing_ok=True)
+    with tracking.stage_run(cfg, stage) as run:
         summary = fn(cfg, resume)
     seconds = time.perf_counter() - start
-    mark_finished(cfg, stage, summary, seconds)
+    mark_finished(cfg, stage, summary, seconds, run.info.run_id)
     print(f"[{stage}] finished in {seconds:.0f} s")
     return summary
 
@@ -83,6 +96,11 @@ def run_pipeline(cfg: ExperimentConfig, resume: bool = True, stop_after: str | N
     configure_process()
     tracking.check_reachable(tracking.tracking_uri(cfg))
     write_run_config(cfg)
+    if not resume:
+        (cfg.run_dir / tracking.RUNS_FILE).unlink(missing_ok=True)
+    killed = tracking.close_killed_runs(cfg)
+    if killed:
+        print(f"closed {killed} MLflow run(s) an interrupted attempt left RUNNING (marked KILLED)")
     summaries: dict[str, dict[str, Any]] = {}
     start = time.perf_counter()
     with tracking.pipeline_run(cfg) as parent:

@@ -44,6 +44,15 @@ def configure_process() -> None:
         sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
+def _reread_ray_bind_setting() -> None:
+    """Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER once, when first imported: a script that
+    imported Ray before this package would start it on every interface. Read it again."""
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = ray_constants.env_bool(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR,
+                                                              not ray_constants.IS_WINDOWS_OR_OSX)
+
+
 def init_ray(cfg: "ExperimentConfig | None" = None) -> None:
     """Connect to the configured cluster, or start a local Ray sized for this machine."""
     import ray
@@ -56,9 +65,12 @@ def init_ray(cfg: "ExperimentConfig | None" = None) -> None:
         ray.init(address=address, log_to_driver=True)
         return
     # A dashboard URL in RAY_ADDRESS is for job submission; ray.init would misread it.
+    # "local" starts a new Ray even when another one runs on this machine (Ray would otherwise
+    # join the one named in its ray_current_cluster file, perhaps another user's).
     # The dashboard (on loopback) also serves the state API that Ray Train polls.
     kwargs: dict = {"include_dashboard": True, "dashboard_host": "127.0.0.1", "log_to_driver": True,
-                    "address": "local" if address else None}
+                    "address": "local"}
+    _reread_ray_bind_setting()
     if cfg is not None:
         if cfg.ray.num_cpus:
             kwargs["num_cpus"] = cfg.ray.num_cpus

@@ -8,6 +8,7 @@ directory (browse with ``mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.d
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import urllib.error
 import urllib.request
@@ -16,11 +17,15 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 if TYPE_CHECKING:
     import mlflow
+    from mlflow.tracking import MlflowClient
 
     from grl_aecnn.config import ExperimentConfig
 
 LOCAL_STORE = Path("mlruns")
 MAX_PARAM_LEN = 6000
+RUNS_FILE = "mlflow_runs.json"  # in a run or stage folder: the MLflow runs it logs to, by name
+RUN_DIR_TAG = "grl_aecnn.run_dir"
+REUSED_TAG = "grl_aecnn.reused."  # + stage: on a pipeline run, the run that produced a reused stage
 
 
 class TrackingUnavailable(RuntimeError):
@@ -95,29 +100,84 @@ def log_config(cfg: "ExperimentConfig") -> None:
     mlflow.log_text(dump_config(cfg), "config.yaml")
 
 
+def recorded_run(client: "MlflowClient", record: Path, name: str) -> str | None:
+    """The run ``name`` recorded in ``record`` if it exists in this store and did not finish."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run_id = json.loads(record.read_text()).get(name)
+        return run_id if client.get_run(run_id).info.status != "FINISHED" else None
+    except (OSError, ValueError, AttributeError, TypeError, MlflowException):
+        return None
+
+
+def record_run(record: Path, name: str, run_id: str) -> None:
+    """Remember a run so a resumed attempt logs to it again."""
+    try:
+        runs = json.loads(record.read_text())
+    except (OSError, ValueError):
+        runs = {}
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({**(runs if isinstance(runs, dict) else {}), name: run_id}, indent=1))
+
+
 @contextlib.contextmanager
-def stage_run(cfg: "ExperimentConfig", stage: str, **tags: str) -> Iterator["mlflow.ActiveRun"]:
-    """A run for one stage, nested under the pipeline's parent run when one is active."""
+def _resumable_run(cfg: "ExperimentConfig", folder: Path, name: str, run_name: str,
+                   tags: dict[str, str]) -> Iterator["mlflow.ActiveRun"]:
+    """Reopen the unfinished run recorded in ``folder`` (a resumed attempt), else start one."""
     mlflow = setup(cfg)
     nested = mlflow.active_run() is not None
-    with mlflow.start_run(run_name=f"{cfg.name}/{stage}", nested=nested) as run:
-        mlflow.set_tags({"grl_aecnn.stage": stage, "grl_aecnn.config_hash": cfg.stage_hash(stage), **tags})
-        log_config(cfg)
+    run_id = recorded_run(mlflow.tracking.MlflowClient(), folder / RUNS_FILE, name)
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, nested=nested) as run:
+        if run_id is None:
+            record_run(folder / RUNS_FILE, name, run.info.run_id)
+            mlflow.set_tags({RUN_DIR_TAG: str(cfg.run_dir.resolve()), **tags})
+            log_config(cfg)
+        else:
+            print(f"[{name}] continuing MLflow run {run_id}")
+        yield run
+
+
+@contextlib.contextmanager
+def stage_run(cfg: "ExperimentConfig", stage: str, **tags: str) -> Iterator["mlflow.ActiveRun"]:
+    """A run for one stage, nested under the pipeline's parent run when one is active; a
+    resumed stage continues the run its interrupted attempt started."""
+    with _resumable_run(cfg, cfg.run_dir / stage, stage, f"{cfg.name}/{stage}",
+                        {"grl_aecnn.stage": stage, "grl_aecnn.config_hash": cfg.stage_hash(stage), **tags}) as run:
         yield run
 
 
 @contextlib.contextmanager
 def pipeline_run(cfg: "ExperimentConfig") -> Iterator["mlflow.ActiveRun"]:
-    mlflow = setup(cfg)
-    with mlflow.start_run(run_name=f"{cfg.name}/pipeline") as run:
-        mlflow.set_tags({"grl_aecnn.stage": "pipeline"})
-        log_config(cfg)
+    """The pipeline's parent run: the interrupted one when resuming, else a new one."""
+    with _resumable_run(cfg, cfg.run_dir, "pipeline", f"{cfg.name}/pipeline", {"grl_aecnn.stage": "pipeline"}) as run:
         yield run
 
 
-def child_run_tags() -> dict[str, Any]:
-    """Tags that nest a run started elsewhere (a Tune trial) under the active run."""
+def close_killed_runs(cfg: "ExperimentConfig") -> int:
+    """Mark KILLED the runs of this run folder a killed attempt left RUNNING; how many."""
+    mlflow = setup(cfg)
+    client = mlflow.tracking.MlflowClient()
+    experiment = mlflow.get_experiment_by_name(cfg.tracking.experiment)
+    runs = client.search_runs([experiment.experiment_id], max_results=10_000,
+                              filter_string=f"tags.`{RUN_DIR_TAG}` = '{cfg.run_dir.resolve()}' and attributes.status = 'RUNNING'")
+    for run in runs:
+        client.set_terminated(run.info.run_id, "KILLED")
+    return len(runs)
+
+
+def link_reused_stage(stage: str, run_id: str | None) -> None:
+    """Tag the active (pipeline) run with the run that produced a stage it reuses."""
+    import mlflow
+
+    if run_id and mlflow.active_run() is not None:
+        mlflow.set_tag(REUSED_TAG + stage, run_id)
+
+
+def child_run_tags(run_dir: Path) -> dict[str, Any]:
+    """Tags that nest a run started elsewhere (a Tune trial) under the active run, and name
+    its run folder (so a resumed run closes it if a kill left it RUNNING)."""
     import mlflow
 
     active = mlflow.active_run()
-    return {"mlflow.parentRunId": active.info.run_id} if active else {}
+    return {**({"mlflow.parentRunId": active.info.run_id} if active else {}), RUN_DIR_TAG: str(run_dir.resolve())}

@@ -27,8 +27,13 @@ def ray_local():
 @pytest.fixture()
 def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh sqlite MLflow store for one test; returns its URI."""
+    import mlflow
+
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    # The fluent API remembers the active experiment across tests: point it at this store's own.
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("Default")
     return uri
 
 

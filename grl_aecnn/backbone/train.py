@@ -5,8 +5,9 @@ shard with SGD + Nesterov and a one-cycle schedule, and reports every epoch with
 Ray Train keeps the checkpoints under ``<stage_dir>/ray_train`` and, when the trainer is
 started again with the same run name, hands the latest one back through
 ``ray.train.get_checkpoint()``: that is how ``resume=True`` continues a killed run at the
-next epoch. The learning rate is a pure function of the global step, so a resumed run follows
-the same schedule as an uninterrupted one. The driver then writes ``model.safetensors`` +
+next epoch. A checkpoint holds safetensors and JSON only, so loading one runs no code (Ray
+Train's own record of its checkpoints is JSON too). The learning rate is a pure function of
+the global step, so a resumed run follows the same schedule as an uninterrupted one. The driver then writes ``model.safetensors`` +
 ``meta.json`` and logs the per-epoch history to the active MLflow run.
 """
 
@@ -45,6 +46,7 @@ FINGERPRINT_FILE = "fingerprint.json"
 PROGRESS_LINES = 4  # per epoch, besides the epoch summary
 # Settings that may change between an interrupted run and its resumption.
 RESUMABLE_CHANGES = {"epochs", "num_workers", "use_gpu", "cpus_per_worker", "max_failures"}
+CHECKPOINT_FORMAT = 2  # 2: optimizer state in safetensors (1 pickled it); other formats start over
 
 
 def lr_at(step: int, total: int, peak: float, warmup_fraction: float) -> float:
@@ -85,10 +87,24 @@ def _evaluate(model: nn.Module, dataset: Dataset, device: torch.device, batch_si
 
 def _save_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                      epoch: int, history: list[dict[str, Any]]) -> None:
+    """Weights and optimizer state as safetensors, the rest as JSON: nothing in a checkpoint
+    folder runs code when loaded (no pickles)."""
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
               str(folder / "model.safetensors"))
-    torch.save(optimizer.state_dict(), folder / "optimizer.pt")
-    (folder / "progress.json").write_text(json.dumps({"epoch": epoch, "history": history}))
+    state = optimizer.state_dict()
+    save_file({f"{index}.{name}": value.detach().cpu().contiguous() for index, slots in state["state"].items()
+               for name, value in slots.items() if isinstance(value, torch.Tensor)},
+              str(folder / "optimizer.safetensors"))
+    (folder / "progress.json").write_text(json.dumps({"epoch": epoch, "history": history,
+                                                      "param_groups": state["param_groups"]}))
+
+
+def _load_optimizer(folder: Path, optimizer: torch.optim.Optimizer) -> None:
+    slots: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in load_file(str(folder / "optimizer.safetensors")).items():
+        index, name = key.split(".", 1)
+        slots.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": slots, "param_groups": _load_progress(folder)["param_groups"]})
 
 
 def _load_progress(folder: Path) -> dict[str, Any]:
@@ -119,7 +135,7 @@ def train_loop(config: dict[str, Any]) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             model.load_state_dict(load_file(str(Path(folder) / "model.safetensors")))
-            optimizer.load_state_dict(torch.load(Path(folder) / "optimizer.pt", weights_only=True))
+            _load_optimizer(Path(folder), optimizer)
             progress = _load_progress(Path(folder))
         start_epoch, history = progress["epoch"] + 1, progress["history"]
         if rank == 0:
@@ -179,7 +195,8 @@ def train_loop(config: dict[str, Any]) -> None:
 
 def _fingerprint(cfg: "ExperimentConfig") -> dict[str, Any]:
     backbone = {k: v for k, v in cfg.backbone.model_dump(mode="json").items() if k not in RESUMABLE_CHANGES}
-    return {"seed": cfg.seed, "data": cfg.data.model_dump(mode="json"), "backbone": backbone}
+    return {"seed": cfg.seed, "data": cfg.data.model_dump(mode="json"), "backbone": backbone,
+            "checkpoint_format": CHECKPOINT_FORMAT}
 
 
 def _prepare_storage(storage: Path, fingerprint: dict[str, Any], resume: bool) -> None:
@@ -226,6 +243,7 @@ def train_backbone(cfg: "ExperimentConfig", resume: bool) -> dict[str, Any]:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from grl_aecnn.models.logged import log_backbone_model
     from grl_aecnn.runtime import init_ray
 
     bb = cfg.backbone
@@ -266,6 +284,7 @@ def train_backbone(cfg: "ExperimentConfig", resume: bool) -> dict[str, Any]:
     }
     model_path, meta_path = save_backbone(stage, model, meta)
     _log_to_mlflow(history, splits.sizes(), model_path, meta_path)
+    log_backbone_model(cfg, stage, meta)
     print(f"[backbone] test accuracy {last['test_accuracy']:.4f} after {last['epoch']} epochs "
           f"({train_seconds:.0f} s); saved {model_path}")
     return {"test_accuracy": last["test_accuracy"], "val_accuracy": last["val_accuracy"],

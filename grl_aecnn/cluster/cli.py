@@ -210,7 +210,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from grl_aecnn.cluster.resume import find_run, run_config
     from grl_aecnn.pipeline import run_pipeline
 
-    run_dir = find_run(args.run, args.output_dir)
+    from grl_aecnn.uris import fetch_run_config, is_reference
+
+    run_dir = fetch_run_config(args.run, Path(args.output_dir)) if is_reference(args.run) else \
+        find_run(args.run, args.output_dir)
     print(f"resuming {run_dir}")
     run_pipeline(run_config(run_dir, args.overrides), resume=True, stop_after=args.stop_after)
     return 0
@@ -257,7 +260,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("resume", help="continue an interrupted pipeline run from its saved config",
                        description=RESUME_HELP, formatter_class=raw)
-    p.add_argument("run", metavar="RUN", help="a run folder, or a run name under --output-dir")
+    p.add_argument("run", metavar="RUN", help="a run folder, a run name under --output-dir, or an MLflow run id "
+                   "(its config.yaml is fetched into --output-dir)")
     p.add_argument("--output-dir", default="outputs", help="where run names are looked up (default: outputs)")
     p.add_argument("--stop-after", choices=STAGE_NAMES, default=None, help="stop after this stage")
     p.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

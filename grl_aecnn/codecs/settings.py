@@ -101,5 +101,9 @@ class CodecsConfig(Section):
     gpus_per_trial: float = Field(0.0, ge=0, le=64)
     measure_workers: int = Field(2, ge=1, le=4096, description="Ray Data actors measuring codecs on the test split.")
     measure_batch_size: int = Field(128, ge=1, le=65_536)
+    init_from: str | None = Field(
+        None, description="A trained codec's weights file to start from (fine-tuning): points of the same "
+                          "codec and tensor shapes start from it (`train-codecs --init-from` also takes an "
+                          "MLflow run or model URI).")
 
     _unique = field_validator("train")(lambda v: _no_repeats(v))

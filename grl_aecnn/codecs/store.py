@@ -103,3 +103,16 @@ def load_codec(data: bytes, tail: nn.Module) -> tuple[nn.Module, Spec]:
         codec.symbols = SymbolModel(tensors["symbols.probs"].numpy())
     codec.eval()
     return codec, spec
+
+
+def init_codec(codec: nn.Module, spec: Spec, data: bytes) -> bool:
+    """Fine-tuning: load the codec weights of a weights file into ``codec`` when it is the same
+    codec with the same tensor shapes; False (``codec`` unchanged) otherwise."""
+    tensors = st_load(data)
+    state = {k[6:]: v for k, v in tensors.items() if k.startswith("codec.")}
+    own = codec.state_dict()
+    if json.loads(_metadata(data)["spec"])["codec"] != spec["codec"] or \
+            {k: tuple(v.shape) for k, v in state.items()} != {k: tuple(v.shape) for k, v in own.items()}:
+        return False
+    codec.load_state_dict(state)
+    return True

@@ -4,13 +4,17 @@ measurement on the test split, then the codec profile (SPEC 3.1) and the rate-ac
 Cost control (the quick preset has a few minutes on 2 cores): the frozen head runs once and
 its split tensors are shared through the object store; the channel ranking is trained once
 and shared by every AECNN point; trials train on a subset; one Ray Data pass measures all
-points. Resume: split tensors, ranking and Tune state live in the stage folder, and
-`Tuner.restore` reruns only the trials that had not finished.
+points. Resume: split tensors, ranking and trial checkpoints (safetensors and JSON, never
+pickles) live in the stage folder. Every trial checkpoints after each training step and at the
+end; a resumed sweep starts a new Tune experiment (Tune's own state is pickles and is never
+restored) in which each point continues from its newest checkpoint, logging to the same MLflow
+run, and finished points are not trained again.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import zlib
@@ -25,8 +29,8 @@ from safetensors.torch import load_file, save_file
 from grl_aecnn.backbone.split import count_flops, split_info, split_resnet
 from grl_aecnn.codecs.measure import CLEAN, CodecMeasurer, bnpp_variant_id
 from grl_aecnn.codecs.settings import CodecsConfig
-from grl_aecnn.codecs.store import build_codec, load_codec, point_specs, save_codec
-from grl_aecnn.codecs.training import accuracy, teacher_logits, train_attention, train_codec
+from grl_aecnn.codecs.store import build_codec, init_codec, load_codec, point_specs, save_codec
+from grl_aecnn.codecs.training import STEPS, accuracy, teacher_logits, train_attention, train_codec
 from grl_aecnn.config import ExperimentConfig
 from grl_aecnn.profile import PROFILE_VERSION, BackboneInfo, CodecProfile, OperatingPoint, SnrPoint
 
@@ -36,7 +40,11 @@ IMPORTANCE_FILE = "importance.json"
 PROFILE_FILE = "profile.json"
 PLOT_FILE = "rate_accuracy.png"
 TUNE_NAME = "tune"
-WEIGHTS_FILE = "codec.safetensors"
+WEIGHTS_FILE = "codec.safetensors"  # a finished point (with metrics.json)
+STATE_FILE = "state.safetensors"  # a point part-way through training
+PROGRESS_FILE = "progress.json"  # {"point", "steps_done", "run_id"}; steps_done = FINISHED when done
+FINISHED = len(STEPS) + 1
+KEPT = "checkpoints"  # <stage>/checkpoints/<point>: the newest checkpoint of each point, kept across attempts
 
 
 @dataclass
@@ -75,7 +83,7 @@ def run_sweep(cfg: ExperimentConfig, resume: bool, model: torch.nn.Module, meta:
     init_ray(cfg)
     stage = cfg.stage_dir(STAGE)
     if not resume:
-        for name in (TUNE_NAME, TENSORS_FILE, IMPORTANCE_FILE, "codecs"):
+        for name in (TUNE_NAME, KEPT, TENSORS_FILE, IMPORTANCE_FILE, "codecs"):
             path = stage / name
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
     inputs = prepare_inputs(cfg, model, meta, splits, stage)
@@ -91,6 +99,7 @@ def run_sweep(cfg: ExperimentConfig, resume: bool, model: torch.nn.Module, meta:
     plot_rate_accuracy(profile, stage / PLOT_FILE, cfg.codecs.deepjscc.train_snr_db)
     summary = summarize(profile, path)
     _log_stage(stage, summary)
+    _log_models(cfg, profile, weights_dir, list(blobs), inputs.tensors["test_z"][:2].numpy())
     return summary
 
 
@@ -154,43 +163,86 @@ def _importance(cfg: ExperimentConfig, inputs: SweepInputs, stage: Path) -> np.n
 
 # -- Tune ------------------------------------------------------------------------------------
 
+def _checkpoint_files(folder: Path) -> dict[str, Any] | None:
+    """A trial checkpoint's progress and weights (JSON and safetensors, checked to parse), else None."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load as parse_safetensors
+
+    try:
+        progress = json.loads((folder / PROGRESS_FILE).read_text())
+        weights = (folder / (WEIGHTS_FILE if progress["steps_done"] == FINISHED else STATE_FILE)).read_bytes()
+        parse_safetensors(weights)
+        return {**progress, "weights": weights}
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError):
+        return None
+
+
+def _save_checkpoint(progress: dict[str, Any], weights: bytes, metrics: dict[str, float]) -> None:
+    from ray import tune
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / (WEIGHTS_FILE if progress["steps_done"] == FINISHED else STATE_FILE)).write_bytes(weights)
+        (Path(tmp) / PROGRESS_FILE).write_text(json.dumps(progress))
+        tune.report({**metrics, "steps_done": progress["steps_done"]}, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
 def _trial(config: dict[str, Any], shared: dict[str, Any]) -> None:
-    """One Tune trial: train one codec point, log it as a nested MLflow run, checkpoint its weights."""
+    """One Tune trial: train one codec point (from its last checkpoint, if any), log it as a
+    nested MLflow run, checkpoint after every step and at the end."""
     import mlflow
     from ray import tune
 
+    from grl_aecnn.progress import LogLines
+
     spec = config["point"]
-    done = tune.get_checkpoint()
-    if done is not None:  # restored after an interruption that came after this trial had finished
-        with done.as_directory() as d:
-            tune.report(json.loads((Path(d) / "metrics.json").read_text()), checkpoint=done)
-        return
+    retried = tune.get_checkpoint()  # Tune retrying this trial within the same attempt
+    if retried is not None:
+        with retried.as_directory() as d:
+            earlier = _checkpoint_files(Path(d))
+    else:
+        earlier = shared["resume"].get(spec["id"])
     torch.set_num_threads(max(1, int(shared["cpus"])))
     inputs: SweepInputs = shared["inputs"]
     cfg = CodecsConfig.model_validate(shared["codecs"])
     t = inputs.tensors
     tail = _tail(inputs)
-    codec = build_codec(spec, inputs.shape)
+    codec = load_codec(earlier["weights"], tail)[0] if earlier else build_codec(spec, inputs.shape)
+    if not earlier and shared["init"] is not None and init_codec(codec, spec, shared["init"]):
+        print(f"[codecs] {spec['id']}: starting from {cfg.init_from}")
     seed = shared["seed"] ^ zlib.crc32(spec["id"].encode())
+    lines = LogLines()
     mlflow.set_tracking_uri(shared["mlflow"]["uri"])
-    with mlflow.start_run(experiment_id=shared["mlflow"]["experiment_id"], run_name=f"codec/{spec['id']}",
-                          tags={**shared["mlflow"]["tags"], "grl_aecnn.stage": "codecs.trial"}):
-        mlflow.log_params({k: json.dumps(v) if isinstance(v, list) else v for k, v in spec.items()})
-        step = iter(range(1_000_000))
-        trained = train_codec(codec, tail, t["train_z"], t["train_y"], cfg, seed,
-                              lambda name, m: mlflow.log_metrics({f"{name}.{k}": v for k, v in m.items()},
-                                                                 step=next(step)), t["train_teacher"])
-        val_acc = accuracy(codec, tail, t["val_z"], t["val_y"])
-        mlflow.log_metric("val_accuracy", val_acc)
-        blob = save_codec(codec, spec, inputs.shape, tail, trained)
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / WEIGHTS_FILE).write_bytes(blob)
-            (Path(tmp) / "metrics.json").write_text(json.dumps({"val_accuracy": val_acc}))
-            artifact = Path(tmp) / "artifact" / f"{spec['id']}.safetensors"
-            artifact.parent.mkdir()
-            artifact.write_bytes(blob)
-            mlflow.log_artifact(str(artifact), artifact_path="codecs")
-            tune.report({"val_accuracy": val_acc}, checkpoint=tune.Checkpoint.from_directory(tmp))
+    run_id = earlier["run_id"] if earlier else None
+    with mlflow.start_run(run_id=run_id, experiment_id=shared["mlflow"]["experiment_id"],
+                          run_name=None if run_id else f"codec/{spec['id']}") as run:
+        if run_id is None:
+            mlflow.set_tags({**shared["mlflow"]["tags"], "grl_aecnn.stage": "codecs.trial"})
+            mlflow.log_params({k: json.dumps(v) if isinstance(v, list) else v for k, v in spec.items()})
+
+        def log(name: str, metrics: dict[str, float]) -> None:
+            mlflow.log_metrics({f"{name}.{k}": v for k, v in metrics.items()}, step=STEPS.index(name))
+            lines(f"[codecs] {spec['id']} {name}: " + "  ".join(f"{k} {v:.4g}" for k, v in metrics.items()),
+                  final=True)
+
+        def checkpoint(steps_done: int) -> None:
+            _save_checkpoint({"point": spec["id"], "steps_done": steps_done, "run_id": run.info.run_id},
+                             save_codec(codec, spec, inputs.shape, tail, []), {})
+
+        start = earlier["steps_done"] if earlier else 0
+        if start < FINISHED:
+            trained = train_codec(codec, tail, t["train_z"], t["train_y"], cfg, seed, log, t["train_teacher"],
+                                  start=start, on_step=checkpoint)
+            val_acc = accuracy(codec, tail, t["val_z"], t["val_y"])
+            blob = save_codec(codec, spec, inputs.shape, tail, trained)
+            mlflow.log_metric("val_accuracy", val_acc)
+            with tempfile.TemporaryDirectory() as tmp:
+                artifact = Path(tmp) / f"{spec['id']}.safetensors"
+                artifact.write_bytes(blob)
+                mlflow.log_artifact(str(artifact), artifact_path="codecs")
+        else:
+            blob, val_acc = earlier["weights"], earlier["val_accuracy"]
+        _save_checkpoint({"point": spec["id"], "steps_done": FINISHED, "run_id": run.info.run_id,
+                          "val_accuracy": val_acc}, blob, {"val_accuracy": val_acc})
 
 
 def _mlflow_info(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -201,41 +253,70 @@ def _mlflow_info(cfg: ExperimentConfig) -> dict[str, Any]:
     active = mlflow.active_run()
     experiment_id = active.info.experiment_id if active else setup(cfg).get_experiment_by_name(
         cfg.tracking.experiment).experiment_id
-    return {"uri": tracking_uri(cfg), "experiment_id": experiment_id, "tags": child_run_tags()}
+    return {"uri": tracking_uri(cfg), "experiment_id": experiment_id, "tags": child_run_tags(cfg.run_dir)}
+
+
+def newest_checkpoints(stage: Path, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Each point's most advanced checkpoint in the last attempt's Tune folder or among the kept
+    ones, kept as ``<stage>/checkpoints/<point>`` (replaced atomically, so a kill loses nothing)."""
+    best: dict[str, tuple[dict[str, Any], Path]] = {}
+    for folder in [*(stage / KEPT).glob("*"), *(stage / TUNE_NAME).glob("*/checkpoint_*")]:
+        found = _checkpoint_files(folder)
+        if found is None and (folder / PROGRESS_FILE).exists():
+            print(f"[codecs] ignoring checkpoint {folder}: not a valid checkpoint of this project")
+        point = found.get("point") if found else None
+        if point in ids and (point not in best or found["steps_done"] > best[point][0]["steps_done"]):
+            best[point] = (found, folder)
+    for point, (found, folder) in best.items():
+        kept = stage / KEPT / point
+        if folder != kept:
+            partial = kept.with_name(point + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            shutil.copytree(folder, partial)
+            shutil.rmtree(kept, ignore_errors=True)
+            os.replace(partial, kept)
+    return {point: found for point, (found, _) in best.items()}
 
 
 def run_trials(cfg: ExperimentConfig, inputs: SweepInputs, specs: list[dict[str, Any]], stage: Path,
                resume: bool) -> dict[str, bytes]:
-    """Fit (or restore and finish) the Tune experiment; the weights file of every point."""
+    """Train the points that are not finished (continuing each from its newest checkpoint);
+    the weights file of every point."""
     from ray import tune
 
     c = cfg.codecs
-    shared = {"inputs": inputs, "codecs": c.model_dump(mode="json"), "seed": cfg.seed, "cpus": c.cpus_per_trial,
-              "mlflow": _mlflow_info(cfg)}
-    trainable = tune.with_resources(tune.with_parameters(_trial, shared=shared),
-                                    {"cpu": c.cpus_per_trial, "gpu": c.gpus_per_trial})
+    earlier = newest_checkpoints(stage, [s["id"] for s in specs]) if resume else {}
+    blobs = {point: found["weights"] for point, found in earlier.items() if found["steps_done"] == FINISHED}
+    for point, found in earlier.items():
+        if point not in blobs:
+            print(f"[codecs] {point}: resuming after step {found['steps_done']} of {len(STEPS)}")
+    pending = [s for s in specs if s["id"] not in blobs]
+    errors = ""
     path = stage / TUNE_NAME
-    if resume and tune.Tuner.can_restore(str(path)):
-        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
-    else:
-        shutil.rmtree(path, ignore_errors=True)
+    shutil.rmtree(path, ignore_errors=True)  # Tune's state of an earlier attempt is never restored
+    if pending:
+        shared = {"inputs": inputs, "codecs": c.model_dump(mode="json"), "seed": cfg.seed,
+                  "cpus": c.cpus_per_trial, "mlflow": _mlflow_info(cfg), "resume": earlier,
+                  "init": Path(c.init_from).read_bytes() if c.init_from else None}
+        trainable = tune.with_resources(tune.with_parameters(_trial, shared=shared),
+                                        {"cpu": c.cpus_per_trial, "gpu": c.gpus_per_trial})
         tuner = tune.Tuner(
             trainable,
-            param_space={"point": tune.grid_search(specs)},
-            tune_config=tune.TuneConfig(metric="val_accuracy", mode="max",
-                                        max_concurrent_trials=c.max_concurrent_trials),
+            param_space={"point": tune.grid_search(pending)},
+            tune_config=tune.TuneConfig(max_concurrent_trials=c.max_concurrent_trials),
             run_config=tune.RunConfig(name=TUNE_NAME, storage_path=str(stage), verbose=0,
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
         )
-    grid = tuner.fit()
-    blobs: dict[str, bytes] = {}
-    for result in grid:
-        if result.error is None and result.checkpoint is not None:
-            with result.checkpoint.as_directory() as d:
-                blobs[result.config["point"]["id"]] = (Path(d) / WEIGHTS_FILE).read_bytes()
+        grid = tuner.fit()
+        for result in grid:
+            if result.error is None and result.checkpoint is not None:
+                with result.checkpoint.as_directory() as d:
+                    found = _checkpoint_files(Path(d))
+                if found and found["steps_done"] == FINISHED:
+                    blobs[result.config["point"]["id"]] = found["weights"]
+        errors = "; ".join(f"{r.config['point']['id']}: {r.error}" for r in grid if r.error is not None)
     missing = [s["id"] for s in specs if s["id"] not in blobs]
     if missing:
-        errors = "; ".join(f"{r.config['point']['id']}: {r.error}" for r in grid if r.error is not None)
         raise RuntimeError(f"codec trials did not finish: {missing} ({errors or 'stopped early'}); "
                            f"rerun with resume to finish them")
     return blobs
@@ -384,6 +465,17 @@ def summarize(profile: CodecProfile, path: Path) -> dict[str, Any]:
             "id": best.id, "payload_bytes": best.payload_bytes, "compression_ratio": best.compression_ratio,
             "accuracy": best.accuracy, "loss_points": 100 * (clean - best.accuracy)},
     }
+
+
+def _log_models(cfg: ExperimentConfig, profile: CodecProfile, weights_dir: Path, point_ids: list[str],
+                example: np.ndarray) -> None:
+    """Every point as a registered MLflow Model (``grl_aecnn.models.logged``), on the stage run."""
+    import mlflow
+
+    from grl_aecnn.models.logged import log_codec_models
+
+    if mlflow.active_run() is not None:
+        log_codec_models(cfg, profile, {pid: weights_dir / f"{pid}.safetensors" for pid in point_ids}, example)
 
 
 def _log_stage(stage: Path, summary: dict[str, Any]) -> None:

@@ -30,6 +30,7 @@ from grl_aecnn.codecs.settings import CodecsConfig
 from grl_aecnn.codecs.store import tail_prefixes
 
 Logger = Callable[[str, dict[str, float]], None]
+STEPS = ("feature", "codec", "joint")  # steps 2-4 above, in order
 
 
 def _batches(n: int, batch_size: int, epochs: float, seed: int) -> list[torch.Tensor]:
@@ -93,12 +94,15 @@ def teacher_logits(tail: nn.Module, z: torch.Tensor) -> torch.Tensor:
 
 
 def train_codec(codec: nn.Module, tail: nn.Module, z: torch.Tensor, y: torch.Tensor, cfg: CodecsConfig,
-                seed: int, log: Logger, teacher: torch.Tensor | None = None) -> list[str]:
+                seed: int, log: Logger, teacher: torch.Tensor | None = None, start: int = 0,
+                on_step: Callable[[int], None] | None = None) -> list[str]:
     """Steps 2-4 (calibrating AECNN's quantiser first); fits the codec's symbol model at the end.
     `teacher` holds the clean tail's logits on z (computed here if not given; the sweep computes
-    them once for all trials). Returns the tail modules trained."""
+    them once for all trials). `start`: steps already done (a resumed codec, calibrated and with
+    the tail untouched); `on_step(n)` is called when n steps are done and the tail is still
+    untouched, for a checkpoint. Returns the tail modules trained."""
     torch.manual_seed(seed)
-    if hasattr(codec, "calibrate"):
+    if hasattr(codec, "calibrate") and start == 0:
         codec.calibrate(z)
     if teacher is None:
         teacher = teacher_logits(tail, z)
@@ -106,7 +110,7 @@ def train_codec(codec: nn.Module, tail: nn.Module, z: torch.Tensor, y: torch.Ten
     steps = [("feature", None, plan.feature), ("codec", [], plan.codec),
              ("joint", tail_prefixes(tail, cfg.tail_finetune), plan.joint)]
     for step, (name, trainable, epochs) in enumerate(steps):
-        if epochs == 0:
+        if epochs == 0 or step < start:
             continue
         params = list(codec.parameters()) + _freeze(tail, trainable or [])
         opt = torch.optim.Adam(params, lr=cfg.lr)
@@ -137,6 +141,8 @@ def train_codec(codec: nn.Module, tail: nn.Module, z: torch.Tensor, y: torch.Ten
         if trainable is not None:
             metrics.update(task_loss=total[0] / count, train_accuracy=total[2] / count)
         log(name, metrics)
+        if on_step is not None and step + 1 < len(steps):
+            on_step(step + 1)
     for p in tail.parameters():
         p.requires_grad_(False)
     codec.eval()

@@ -309,9 +309,14 @@ def _log_mlflow(rows: list[dict[str, Any]], calib: dict[str, Any], files: list[P
 
 
 def evaluate_pipeline(cfg: "ExperimentConfig", resume: bool) -> dict[str, Any]:
-    """Pipeline stage: profile from the codecs stage, trained policies from policies.json."""
+    """Pipeline stage: profile from the codecs stage, trained policies from policies.json; the
+    registered policies' ``champion`` alias follows the best evaluation reward."""
+    from grl_aecnn.models.logged import set_champions
+
     index = cfg.stage_dir("policies") / "policies.json"
     trained = read_index(index) if index.exists() else []
-    return evaluate(cfg.stage_dir("codecs") / "profile.json", cfg.scenario, cfg.evaluation,
-                    cfg.stage_dir("evaluation"), trained=trained, seed=cfg.seed,
-                    train_scenarios=cfg.policy.train_scenarios)
+    summary = evaluate(cfg.stage_dir("codecs") / "profile.json", cfg.scenario, cfg.evaluation,
+                       cfg.stage_dir("evaluation"), trained=trained, seed=cfg.seed,
+                       train_scenarios=cfg.policy.train_scenarios)
+    summary["champions"] = set_champions(trained, summary["default"])
+    return summary

@@ -1,8 +1,9 @@
 """Build policies by kind from plain specs, so the harness runs rules, the oracle, DROO and
 RLlib checkpoints alike.
 
-A spec is `{"name", "kind", "codecs", "path", "params"}`; the policies stage writes
-`policies.json` as `{name: {"kind": "rllib" | "droo", "path": ..., "codecs": [...]}}`.
+A spec is `{"name", "kind", "codecs", "path", "params", "model"}`; the policies stage writes
+`policies.json` as `{name: {"kind": "rllib" | "droo", "path": ..., "codecs": [...], "model": ...}}`
+(paths relative to the index; "model": the registered MLflow Model version, when there is one).
 Add a kind with `register_policy_factory(kind, fn)`; `fn(spec, env) -> Policy` gets the env
 the policy will act in (built with `spec.codecs`). Kind "rllib" is imported on first use from
 `RLLIB_FACTORY` so the harness does not import RLlib unless asked.
@@ -33,6 +34,7 @@ class PolicySpec:
     codecs: list[str] | None = None  # None: the scenario's codecs
     path: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    model: str | None = None  # models:/<name>/<version> of the registered policy
 
 
 PolicyFactory = Callable[[PolicySpec, "MECEnv"], Policy]
@@ -106,5 +108,16 @@ def read_index(path: str | Path) -> list[PolicySpec]:
         if ckpt and not Path(ckpt).is_absolute():
             ckpt = str(path.parent / ckpt)
         specs.append(PolicySpec(name=name, kind=entry["kind"], codecs=entry.get("codecs"), path=ckpt,
-                                params=entry.get("params", {})))
+                                params=entry.get("params", {}), model=entry.get("model")))
     return specs
+
+
+def read_policies(path: str | Path, model: str | None = None) -> list[PolicySpec]:
+    """Specs from a ``policies.json`` index, a folder holding one, or one exported GRL policy
+    folder (``policy.json``, e.g. a registered model's data folder; ``model``: its version URI)."""
+    path = Path(path)
+    if path.is_dir() and (path / "policy.json").is_file():
+        meta = json.loads((path / "policy.json").read_text())
+        return [PolicySpec(name=meta.get("name", path.name), kind="rllib", codecs=meta.get("codecs"),
+                           path=str(path), model=model)]
+    return read_index(path / "policies.json" if path.is_dir() else path)

@@ -28,13 +28,13 @@ from rllib_models.base import OffloadingRLModule
 from rllib_models.gcn import GCNOffloadingModule
 from rllib_models.mlp import MLPOffloadingModule
 
+from grl_aecnn.models.policy_net import FORMAT_VERSION, META, WEIGHTS
+
 if TYPE_CHECKING:
     from grl_aecnn.policies.registry import PolicySpec
     from grl_aecnn.sim.env import MECEnv
 
 MODULES: dict[str, type[OffloadingRLModule]] = {"gcn": GCNOffloadingModule, "mlp": MLPOffloadingModule}
-FORMAT_VERSION = 1
-WEIGHTS, META = "module.safetensors", "policy.json"
 
 
 def module_dir(checkpoint: str | Path) -> Path:

@@ -19,6 +19,9 @@ class PPOConfig(Section):
     hidden: int = Field(32, ge=4, le=4096, description="Embedding width (GCN) or layer width (MLP).")
     gcn_layers: int = Field(2, ge=1, le=64, description="Message-passing rounds over the device-server graph.")
     mlp_layers: int = Field(2, ge=1, le=64)
+    init_from: str | None = Field(
+        None, description="Exported policy folder to start from (fine-tuning; `train-policy --init-from` "
+                          "also takes an MLflow run or model URI). Same model and widths needed.")
 
     # -- PPO ----------------------------------------------------------------------------
     iterations: int = Field(15, ge=1, le=10**6, description="Training iterations (one train batch each).")

@@ -1,22 +1,26 @@
 """PPO for the GRL policies on the MEC simulator, run by Ray Tune.
 
 One Tune experiment trains every requested policy (one trial per codec set, as many at once
-as the CPUs allow), so checkpoints, fault tolerance, resume and MLflow all come from one
-place:
+as the CPUs allow), so checkpoints, fault tolerance and MLflow all come from one place:
 
 - sampling: ``num_env_runners`` runners (0 = inside the trial's process), each stepping
   ``num_envs_per_env_runner`` simulator copies as one vectorised env (`vector_env.py`);
-- checkpoints every ``checkpoint_frequency`` iterations and at the end; an interrupted run
-  (Ctrl-C, SIGUSR1, a killed driver) continues with ``resume=True`` from the last checkpoint,
-  and the iteration count continues; failed env runners are restarted by RLlib and failed
-  trials retried by Tune (``max_failures``) from their last checkpoint;
+- checkpoints every ``checkpoint_frequency`` iterations and at the end, signed when written
+  (`grl_aecnn.trust`: RLlib checkpoints are pickles) and loaded only after verification;
+- resume: Tune's own experiment state (pickles, and written later than the checkpoints) is
+  never restored. Each policy continues from its newest verified checkpoint on disk, whatever
+  Tune had recorded, so a kill loses at most the iterations since that checkpoint; failed env
+  runners are restarted by RLlib and failed trials retried by Tune (``max_failures``);
 - MLflow: one child run per policy under the active (stage) run with every iteration's
-  reward, accuracy, success rate, throughput, env steps/s and learner losses; the final
-  exported policy is logged to the active run by the caller.
+  reward, accuracy, success rate, throughput, env steps/s and learner losses; a resumed
+  policy logs to the same run (its id is kept in ``mlflow_runs.json``). The final exported policy is
+  logged to the active run by the caller.
 """
 
 from __future__ import annotations
 
+import json
+import functools
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,17 +40,22 @@ from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.tune.registry import register_env
 
+from grl_aecnn import trust
 from grl_aecnn.config import ExperimentConfig
 from grl_aecnn.profile import CodecProfile
+from grl_aecnn.progress import LogLines
+from grl_aecnn.rl.finetune import load_initial_weights
 from grl_aecnn.rl.learner import DeviceCreditPPOLearner
 from grl_aecnn.rl.policy import MODULES, export_policy
 from grl_aecnn.rl.settings import PPOConfig
 from grl_aecnn.rl.vector_env import make_vector_env
 from grl_aecnn.sim.env import episode_metrics
-from grl_aecnn.tracking import child_run_tags, tracking_uri
+from grl_aecnn.tracking import RUNS_FILE, child_run_tags, record_run, recorded_run, tracking_uri
 
 ENV_NAME = "grl_aecnn_mec"
 EXPERIMENT = "ppo"
+PROGRESS_FILE = "progress.json"  # in each signed checkpoint: policy, iteration, config hash, metrics
+KEPT = "checkpoints"  # <out>/checkpoints/<policy>/<iteration>: the newest checkpoint kept across attempts
 # Per-episode means of the simulator's per-slot info, logged by `MECEpisodeMetrics`.
 EPISODE_METRICS = ("accuracy", "success_rate", "throughput")
 # What each iteration logs to MLflow: name -> path in the RLlib result.
@@ -119,17 +128,19 @@ def iteration_metrics(result: dict[str, Any]) -> dict[str, float]:
 
 
 class TrialLogger(tune.Callback):
-    """Driver-side progress bar and one MLflow child run per trial.
+    """Driver-side progress (a bar on a terminal, else log lines) and one MLflow child run per
+    policy, nested under the run active in the driver when ``fit`` starts. With ``resume``, a
+    policy goes on logging to the run recorded in ``runs_file`` by its interrupted attempt.
 
-    Tune pickles its callbacks with the experiment and unpickles them on restore, so the
-    MLflow client, run ids and the bar are made in ``setup`` (each ``fit``), and the parent
-    run is whatever run is active in the driver then: a resumed run nests under the new
-    stage run.
+    Tune pickles its callbacks with the experiment, so the client and the bar are made in
+    ``setup``.
     """
 
-    def __init__(self, uri: str, experiment: str, iterations: int, num_trials: int) -> None:
+    def __init__(self, uri: str, experiment: str, iterations: int, num_trials: int, run_dir: Path,
+                 runs_file: Path, resume: bool) -> None:
         self.uri, self.experiment = uri, experiment
         self.iterations, self.num_trials = iterations, num_trials
+        self.run_dir, self.runs_file, self.resume = run_dir, runs_file, resume
         self._runtime: dict[str, Any] = {}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -141,15 +152,21 @@ class TrialLogger(tune.Callback):
         experiment_id = experiment.experiment_id if experiment else client.create_experiment(self.experiment)
         bar = tqdm(total=self.iterations * self.num_trials, desc="PPO iterations", unit="it", disable=None)
         self._runtime = {"client": client, "experiment_id": experiment_id, "runs": {}, "bar": bar,
-                         "tags": child_run_tags()}
+                         "tags": child_run_tags(self.run_dir), "lines": LogLines() if bar.disable else None}
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
         rt = self._runtime
-        name = trial.config["env_config"]["policy"]
-        run = rt["client"].create_run(rt["experiment_id"], run_name=f"ppo/{name}",
-                                      tags={**rt["tags"], "grl_aecnn.policy": name, "grl_aecnn.trial": trial.trial_id})
-        rt["runs"][trial.trial_id] = run.info.run_id
-        print(f"[ppo] {name}: training ({trial.trial_id})")
+        name = _trial_name(trial)
+        run_id = rt["runs"].get(trial.trial_id) or (recorded_run(rt["client"], self.runs_file, name)
+                                                    if self.resume else None)
+        if run_id is None:  # a new policy; a resumed one goes on logging to the run it started
+            run_id = rt["client"].create_run(rt["experiment_id"], run_name=f"ppo/{name}",
+                                             tags={**rt["tags"], "grl_aecnn.policy": name}).info.run_id
+            record_run(self.runs_file, name, run_id)
+        else:
+            rt["client"].update_run(run_id, status="RUNNING")
+        rt["runs"][trial.trial_id] = run_id
+        print(f"[ppo] {name}: training (MLflow run {run_id})")
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
         rt = self._runtime
@@ -158,11 +175,12 @@ class TrialLogger(tune.Callback):
         timestamp = int(result.get("timestamp", 0) * 1000)
         rt["client"].log_batch(rt["runs"][trial.trial_id],
                                metrics=[Metric(k, v, timestamp, step) for k, v in metrics.items()])
-        bar = rt["bar"]
-        bar.update(1)
-        bar.set_postfix_str(f"{trial.config['env_config']['policy']} it {step} "
-                            f"return {metrics.get('episode_return_mean', float('nan')):.1f} "
-                            f"success {metrics.get('success_rate', float('nan')):.2f}")
+        figures = (f"{_trial_name(trial)} it {step} return {metrics.get('episode_return_mean', float('nan')):.1f} "
+                   f"success {metrics.get('success_rate', float('nan')):.2f}")
+        rt["bar"].update(1)
+        rt["bar"].set_postfix_str(figures)
+        if rt["lines"] is not None:
+            rt["lines"](f"[ppo] {figures} ({step}/{self.iterations})", final=step >= self.iterations)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         self._end(trial, "FINISHED")
@@ -179,6 +197,73 @@ class TrialLogger(tune.Callback):
         run_id = self._runtime["runs"].pop(trial.trial_id, None)
         if run_id is not None:
             self._runtime["client"].set_terminated(run_id, status)
+
+
+class SignedPPO(PPO):
+    """PPO whose checkpoints are signed when saved and verified before they are loaded.
+
+    ``resume_from`` (policy name -> checkpoint folder) starts a trial from a checkpoint of an
+    earlier attempt, iteration count included; Tune's own retries after a failure come through
+    ``load_checkpoint`` and are verified the same way.
+    """
+
+    def setup(self, config, key: bytes = b"", config_hash: str = "",
+              resume_from: dict[str, str] | None = None) -> None:
+        self._trust = (key, config_hash)
+        super().setup(config)
+        start = (resume_from or {}).get(self.config.env_config["policy"])
+        if start:
+            self.load_checkpoint(start)
+
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        super().save_checkpoint(checkpoint_dir)
+        key, config_hash = self._trust
+        progress = {"policy": self.config.env_config["policy"], "iteration": self.iteration,
+                    "config_hash": config_hash, "metrics": iteration_metrics(self._last_result or {})}
+        (Path(checkpoint_dir) / PROGRESS_FILE).write_text(json.dumps(progress))
+        trust.sign(Path(checkpoint_dir), key)
+
+    def load_checkpoint(self, checkpoint_dir: str) -> None:
+        with trust.verified_copy(Path(checkpoint_dir), self._trust[0]) as safe:
+            super().load_checkpoint(str(safe))
+
+
+def _progress(folder: Path) -> dict[str, Any] | None:
+    """A checkpoint's progress record (plain JSON), None when missing or malformed."""
+    try:
+        progress = json.loads((folder / PROGRESS_FILE).read_text())
+        return progress if isinstance(progress, dict) and isinstance(progress.get("iteration"), int) else None
+    except (OSError, ValueError):
+        return None
+
+
+def newest_checkpoints(out_dir: Path, names: list[str], config_hash: str, key: bytes) -> dict[str, Path]:
+    """For each policy, its newest checkpoint that verifies and was trained with this config.
+
+    It is looked for in the last attempt's Tune folder and among the kept ones, then kept as
+    ``<out>/checkpoints/<policy>/<iteration>`` (copied before anything older is deleted, so a
+    kill at any moment loses nothing). A checkpoint that does not verify is named and skipped.
+    """
+    found: dict[str, Path] = {}
+    for name in names:
+        folders = [*(out_dir / "tune" / EXPERIMENT / name).glob("checkpoint_*"), *(out_dir / KEPT / name).glob("[0-9]*")]
+        ranked = sorted(((p, f) for f in folders if (p := _progress(f)) and p.get("policy") == name
+                         and p.get("config_hash") == config_hash), key=lambda pf: -pf[0]["iteration"])
+        for progress, folder in ranked:
+            kept = out_dir / KEPT / name / f"{progress['iteration']:06d}"
+            try:
+                if folder != kept:
+                    trust.copy_signed(folder, kept, key)
+                trust.verify(kept, key)
+            except trust.Untrusted as err:
+                print(f"[ppo] ignoring checkpoint {err}")
+                continue
+            found[name] = kept
+            for older in (out_dir / KEPT / name).iterdir():
+                if older != kept:
+                    shutil.rmtree(older, ignore_errors=True)
+            break
+    return found
 
 
 def module_spec(ppo: PPOConfig) -> RLModuleSpec:
@@ -206,7 +291,7 @@ def rllib_config(cfg: ExperimentConfig, env: dict[str, Any] | Any) -> RLlibPPOCo
     column to its learner connector itself); ``"slot"`` is RLlib's own PPO learner.
     """
     ppo = cfg.policy.ppo
-    return (
+    config = (
         RLlibPPOConfig()
         .environment(ENV_NAME, env_config=env)
         .env_runners(num_env_runners=ppo.num_env_runners, num_envs_per_env_runner=ppo.num_envs_per_env_runner,
@@ -221,6 +306,9 @@ def rllib_config(cfg: ExperimentConfig, env: dict[str, Any] | Any) -> RLlibPPOCo
                          max_num_env_runner_restarts=ppo.max_env_runner_restarts)
         .debugging(seed=cfg.seed)
     )
+    if ppo.init_from:  # fine-tuning (grl_aecnn.rl.finetune)
+        config.callbacks(on_algorithm_init=functools.partial(load_initial_weights, ppo.init_from))
+    return config
 
 
 def _trial_name(trial) -> str:
@@ -231,32 +319,39 @@ def train_ppo(cfg: ExperimentConfig, profile: CodecProfile, runs: list[PolicyRun
               resume: bool) -> dict[str, TrainedPolicy]:
     """Train ``runs`` (one Tune trial each) and export each final policy to ``out_dir/<name>``.
 
-    ``resume``: continue the experiment in ``out_dir/tune`` if it was started with the same
-    config; otherwise (or when ``False``) start over. Raises ``TrainingInterrupted`` when Tune
-    was stopped before every trial reached ``policy.ppo.iterations``.
+    ``resume``: each policy continues from its newest verified checkpoint trained with the same
+    config (see ``newest_checkpoints``); otherwise (or when ``False``) it starts over. Raises
+    ``TrainingInterrupted`` when Tune was stopped before every trial reached
+    ``policy.ppo.iterations``.
     """
     ppo = cfg.policy.ppo
     storage = (out_dir / "tune").resolve()
-    marker = storage / f"{EXPERIMENT}.config_hash"
     config_hash = cfg.stage_hash("policies") + ":" + ",".join(f"{r.name}={'+'.join(r.codecs)}" for r in runs)
+    key = trust.load_key()
     register_env(ENV_NAME, make_vector_env)
+    if not resume:
+        shutil.rmtree(out_dir / KEPT, ignore_errors=True)
+    start_from = newest_checkpoints(out_dir, [r.name for r in runs], config_hash, key)
+    # Tune's experiment folder of an earlier attempt is never restored: its state is pickles.
+    shutil.rmtree(storage, ignore_errors=True)
+    storage.mkdir(parents=True)
+    progress = {name: _progress(folder) for name, folder in start_from.items()}
+    for name, p in progress.items():
+        print(f"[ppo] {name}: resuming after iteration {p['iteration']} from {start_from[name]}")
+    pending = [run for run in runs if run.name not in progress or progress[run.name]["iteration"] < ppo.iterations]
 
-    envs = [env_config(cfg, profile, run) for run in runs]
-    param_space = rllib_config(cfg, tune.grid_search(envs))
-    restorable = (resume and tune.Tuner.can_restore(str(storage / EXPERIMENT)) and marker.exists()
-                  and marker.read_text() == config_hash)
-    if restorable:
-        print(f"[ppo] resuming {storage / EXPERIMENT} from its last checkpoints")
-        tuner = tune.Tuner.restore(str(storage / EXPERIMENT), trainable=PPO, resume_unfinished=True,
-                                   resume_errored=True, param_space=param_space)
-    else:
-        shutil.rmtree(storage, ignore_errors=True)
-        storage.mkdir(parents=True)
-        marker.write_text(config_hash)
-        logger = TrialLogger(tracking_uri(cfg), cfg.tracking.experiment, ppo.iterations, len(runs))
+    finished: dict[str, tuple[Path, int, dict[str, float]]] = {
+        run.name: (start_from[run.name], progress[run.name]["iteration"], progress[run.name]["metrics"])
+        for run in runs if run not in pending}
+    if pending:
+        envs = [env_config(cfg, profile, run) for run in pending]
+        logger = TrialLogger(tracking_uri(cfg), cfg.tracking.experiment, ppo.iterations, len(pending),
+                             cfg.run_dir, out_dir / RUNS_FILE, resume)
+        trainable = tune.with_parameters(SignedPPO, key=key, config_hash=config_hash,
+                                         resume_from={name: str(path) for name, path in start_from.items()})
         tuner = tune.Tuner(
-            PPO,
-            param_space=param_space,
+            trainable,
+            param_space=rllib_config(cfg, tune.grid_search(envs)),
             tune_config=tune.TuneConfig(max_concurrent_trials=ppo.max_concurrent_trials or None,
                                         trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
             run_config=tune.RunConfig(
@@ -270,25 +365,26 @@ def train_ppo(cfg: ExperimentConfig, profile: CodecProfile, runs: list[PolicyRun
                 verbose=0,
             ),
         )
-    grid = tuner.fit()
-    if grid.errors:
-        raise RuntimeError(f"PPO training failed: {grid.errors[0]}")
+        grid = tuner.fit()
+        if grid.errors:
+            raise RuntimeError(f"PPO training failed: {grid.errors[0]}")
+        for result in grid:
+            name = result.config["env_config"]["policy"]
+            done = int(result.metrics.get("training_iteration", 0))
+            if done < ppo.iterations or result.checkpoint is None:
+                raise TrainingInterrupted(f"PPO stopped at iteration {done} of {ppo.iterations} for {name}; "
+                                          "run again with resume to continue from the last checkpoint")
+            finished[name] = (Path(result.checkpoint.path), done, iteration_metrics(result.metrics))
 
     trained: dict[str, TrainedPolicy] = {}
-    by_name = {run.name: run for run in runs}
-    for result in grid:
-        name = result.config["env_config"]["policy"]
-        done = int(result.metrics.get("training_iteration", 0))
-        if done < ppo.iterations or result.checkpoint is None:
-            raise TrainingInterrupted(f"PPO stopped at iteration {done} of {ppo.iterations} for {name}; "
-                                      "run again with resume to continue from the last checkpoint")
-        run = by_name[name]
-        checkpoint = Path(result.checkpoint.path)
-        meta = {"name": name, "codecs": list(run.codecs), "iterations": done,
+    for run in runs:
+        checkpoint, done, metrics = finished[run.name]
+        meta = {"name": run.name, "codecs": list(run.codecs), "iterations": done, "checkpoint": str(checkpoint),
                 "trained_on": {"num_devices": cfg.scenario.num_devices, "num_servers": cfg.scenario.num_servers,
                                "train_scenarios": cfg.policy.train_scenarios.model_dump(mode="json")}}
-        path = export_policy(checkpoint, out_dir / name, meta)
-        trained[name] = TrainedPolicy(name, run.codecs, path, checkpoint, done, iteration_metrics(result.metrics))
+        with trust.verified_copy(checkpoint, key) as safe:
+            path = export_policy(safe, out_dir / run.name, meta)
+        trained[run.name] = TrainedPolicy(run.name, run.codecs, path, checkpoint, done, metrics)
     return trained
 
 
