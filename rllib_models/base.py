@@ -27,8 +27,7 @@ from ray.rllib.core.rl_module.apis import InferenceOnlyAPI, ValueFunctionAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.torch_utils import FLOAT_MIN
 from rllib_models.distribution import TorchFactoredCategorical
-
-OBS_KEYS = ("device", "server", "edge", "point", "option", "device_mask", "server_mask", "action_mask")
+from rllib_models.nets import OBS_KEYS, Shapes, adopt_layers
 
 
 def mask_logits(logits: Tensor, action_mask: Tensor, device_mask: Tensor) -> Tensor:
@@ -50,8 +49,9 @@ def deciding_devices(obs: dict[str, Tensor]) -> Tensor:
 
 
 class OffloadingRLModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
-    """Base of the offloading policies; subclasses ``build`` their layers (including a
-    ``value_head``) and implement ``encode`` and ``device_values``."""
+    """Base of the offloading policies; subclasses ``build`` their network (``rllib_models.nets``,
+    whose layers this module adopts under their own names) and ``value_head``, and implement
+    ``device_values``."""
 
     def setup(self) -> None:
         space = self.observation_space
@@ -61,21 +61,11 @@ class OffloadingRLModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
         if not isinstance(self.action_space, gym.spaces.MultiDiscrete) or len(nvec) != 1:
             raise ValueError(f"expected MultiDiscrete([1 + M_max*V] * N_max), got {self.action_space}")
         self.action_dist_cls = TorchFactoredCategorical.get_partial_dist_cls(num_categories=nvec.pop())
-        self.build(
-            device_features=space["device"].shape[-1],
-            server_features=space["server"].shape[-1],
-            edge_features=space["edge"].shape[-1],
-            point_features=space["point"].shape[-1],
-            option_features=space["option"].shape[-1],
-        )
+        adopt_layers(self, self.build({key: space[key].shape for key in OBS_KEYS}))
 
-    def build(self, *, device_features: int, server_features: int, edge_features: int,
-              point_features: int, option_features: int) -> None:
-        raise NotImplementedError
-
-    def encode(self, obs: dict[str, Tensor], with_embeddings: bool = True) -> tuple[Tensor, Tensor | None]:
-        """Unmasked logits ``(B, N, 1 + M*V)`` and, if asked, the embeddings the value head
-        reads (acting skips them: they are on the per-slot decision path)."""
+    def build(self, shapes: Shapes) -> torch.nn.Module:
+        """Set ``value_head`` and return the policy network, whose ``encode`` gives the unmasked
+        logits ``(B, N, 1 + M*V)`` and the embeddings the value head reads."""
         raise NotImplementedError
 
     def device_values(self, embeddings: Tensor) -> Tensor:
@@ -87,12 +77,12 @@ class OffloadingRLModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
 
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Tensor]:
         obs = batch[Columns.OBS]
-        logits, _ = self.encode(obs, with_embeddings=False)
+        logits, _ = self.net.encode(obs)
         return {Columns.ACTION_DIST_INPUTS: mask_logits(logits, obs["action_mask"], obs["device_mask"])}
 
     def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Tensor]:
         obs = batch[Columns.OBS]
-        logits, embeddings = self.encode(obs)
+        logits, embeddings = self.net.encode(obs)
         return {Columns.ACTION_DIST_INPUTS: mask_logits(logits, obs["action_mask"], obs["device_mask"]),
                 Columns.EMBEDDINGS: embeddings}
 
@@ -100,7 +90,7 @@ class OffloadingRLModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
         """``(B, N)`` expected reward of each device; exactly 0 where the device has no choice."""
         obs = batch[Columns.OBS]
         if embeddings is None:
-            _, embeddings = self.encode(obs)
+            _, embeddings = self.net.encode(obs)
         return torch.where(deciding_devices(obs), self.device_values(embeddings), 0.0)
 
     def compute_values(self, batch: dict[str, Any], embeddings: Tensor | None = None) -> Tensor:

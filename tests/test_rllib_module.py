@@ -215,3 +215,39 @@ def test_acting_module_has_no_critic(cls) -> None:
     with torch.no_grad():
         torch.testing.assert_close(actor.forward_inference(obs)[Columns.ACTION_DIST_INPUTS],
                                    learner_module.forward_inference(obs)[Columns.ACTION_DIST_INPUTS])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_gine_equals_torch_geometric(seed: int) -> None:
+    """The written-out GINE layer is torch-geometric's ``GINEConv(nn, train_eps=True, aggr="mean")``
+    on random graphs (isolated nodes and repeated edges included), with the same parameter names."""
+    from torch_geometric.nn import GINEConv
+
+    from rllib_models.nets import GINE
+
+    gen = torch.Generator().manual_seed(seed)
+    nodes, edges, h = 9, 20, 6
+    ours = GINE(h)
+    reference = GINEConv(torch.nn.Sequential(torch.nn.Linear(h, h), torch.nn.ReLU()), train_eps=True, aggr="mean")
+    with torch.no_grad():
+        ours.eps.fill_(0.3 * (seed + 1))
+    reference.load_state_dict(ours.state_dict())  # strict: same names and shapes
+    x = torch.randn(nodes, h, generator=gen)
+    edge_index = torch.randint(0, nodes - 2, (2, edges), generator=gen)  # the last two nodes get no message
+    edge_attr = torch.randn(edges, h, generator=gen)
+    torch.testing.assert_close(ours(x, edge_index, edge_attr), reference(x, edge_index, edge_attr))
+
+
+def test_module_weights_are_the_shared_nets() -> None:
+    """The RLModule adopts the shared network's layers under their own names, so its state dict is
+    the inference network's plus ``value_head``, and the two compute the same logits."""
+    from rllib_models.nets import GCNNet
+
+    module = make_module()
+    obs = observations(14, 2, 32, 4, batch=2)
+    net = GCNNet({k: v.shape for k, v in module.observation_space.items()}, module.model_config)
+    weights = module.state_dict()
+    net.load_state_dict({k: v for k, v in weights.items() if not k.startswith("value_head.")})
+    assert {k.split(".")[0] for k in weights} - set(dict(net.named_children())) == {"value_head"}
+    with torch.no_grad():
+        torch.testing.assert_close(net(obs), module.net.encode(obs)[0])
