@@ -141,5 +141,6 @@ def test_ray_train_run_checkpoints_resumes_and_logs_to_mlflow(ray_local, tiny_co
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1, 2]
     assert run.data.metrics["test_accuracy"] == pytest.approx(second["test_accuracy"])
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "backbone")}
-    assert artifacts == {"backbone/model.safetensors", "backbone/meta.json"}
+    # The weights and their metadata, logged as an MLflow Model (grl_aecnn.models) beside them.
+    assert {"backbone/model.safetensors", "backbone/meta.json", "backbone/MLmodel"} <= artifacts
     assert mlflow.get_run(first_run.info.run_id).info.status == "FINISHED"

@@ -111,7 +111,7 @@ def test_local_ray_listens_on_loopback_only(ray_tmp: str) -> None:
 def test_local_run_does_not_join_a_cluster_found_on_the_machine(ray_tmp: str) -> None:
     port = free_port()
     started = subprocess.run(
-        ["ray", "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
+        [str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
          "--node-ip-address=127.0.0.1", "--disable-usage-stats"],
         env=bare_env(ray_tmp), capture_output=True, text=True, timeout=120)
     assert started.returncode == 0, started.stderr[-3000:]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 from gymnasium.utils.env_checker import check_env
 
 from grl_aecnn.config import ConfigError, load_config
@@ -144,5 +145,8 @@ def test_bad_scenario_rejected_naming_field(override: str, field: str) -> None:
 
 
 def test_unknown_codec_rejected(profile) -> None:
+    with pytest.raises(ValidationError, match="jpeg"):
+        ScenarioConfig(codecs=["jpeg"])
+    without_bnpp = profile.model_copy(update={"points": [p for p in profile.points if p.codec != "bottlenetpp"]})
     with pytest.raises(ProfileError, match="codecs"):
-        MECEnv(ScenarioConfig(codecs=["jpeg"]), profile)
+        MECEnv(ScenarioConfig(codecs=["bottlenetpp"]), without_bnpp)
