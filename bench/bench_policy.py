@@ -125,9 +125,12 @@ def main() -> None:
     median, p90 = decision_ms(cfg, large)
     print(f"decision time per slot at 30x4 (act, 1 thread): median {median:.2f} ms, p90 {p90:.2f} ms "
           f"(target < 4 ms)")
-    single, vector = env_steps_per_s(env_cfg, ppo.num_envs_per_env_runner, slots=200)
+    fixed = {**env_cfg, "train_scenarios": {}}
+    single, vector = env_steps_per_s(fixed, ppo.num_envs_per_env_runner, slots=200)
+    _, drawn = env_steps_per_s(env_cfg, ppo.num_envs_per_env_runner, slots=200)
     print(f"simulator: {single:,.0f} env steps/s as {ppo.num_envs_per_env_runner} MECEnvs, {vector:,.0f} as one "
-          f"vectorised env (x{vector / single:.1f})")
+          f"vectorised env on one scenario (x{vector / single:.1f}), {drawn:,.0f} with a scenario drawn per copy "
+          f"(policy.train_scenarios: one core per copy)")
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     register_env(ENV_NAME, make_vector_env)

@@ -4,7 +4,7 @@ RLlib's default vectorisation (``SyncVectorEnv``) steps ``num_envs_per_env_runne
 ``MECEnv`` objects one after another, paying NumPy's per-call overhead once per copy. The
 simulator core is already batched (``VecMEC``), so this adapter runs all copies in a single
 ``VecMEC(batch=num_envs)``: the same system model, observation (`observe`), masks and per-slot
-info (`slot_metrics`) as ``MECEnv``, 5-7x more env steps per second at 8 copies on 2 cores
+info (`slot_metrics`) as ``MECEnv``, several times more env steps per second at 8 copies
 (bench/bench_policy.py). RLlib builds it through the ``VECTOR_ENTRY_POINT`` mode.
 
 All copies have the same episode length, so they end on the same step and restart together
@@ -14,7 +14,8 @@ With ``env_config["train_scenarios"]`` (a ``ScenarioDistribution``), every copy 
 scenario at every reset: network size, deadlines, bandwidth, capacity dynamics, estimate
 quality. Copies then step as one core each (their sizes differ; the padding and masks make
 the observations stack), so a batch mixes many scenarios and the policy learns to read the
-scenario context in its observation.
+scenario context in its observation; that costs the batching's speed-up (about the speed of
+separate ``MECEnv``s, bench/bench_policy.py), small beside the learner update.
 
 Besides ``MECEnv``'s info, each copy's info carries ``device_reward`` ``(N_max,)``: the
 per-device rewards the scalar reward sums (0 for padding), for per-device credit assignment
