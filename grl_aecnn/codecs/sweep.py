@@ -256,6 +256,19 @@ def _mlflow_info(cfg: ExperimentConfig) -> dict[str, Any]:
     return {"uri": tracking_uri(cfg), "experiment_id": experiment_id, "tags": child_run_tags(cfg.run_dir)}
 
 
+def _close_finished_runs(cfg: ExperimentConfig, finished: list[dict[str, Any]]) -> None:
+    """A trial stopped after its final checkpoint but before its MLflow run closed left that run
+    FAILED or RUNNING; its checkpoint says the work is done, so the run is marked FINISHED."""
+    from mlflow.tracking import MlflowClient
+
+    from grl_aecnn.tracking import tracking_uri
+
+    client = MlflowClient(tracking_uri(cfg))
+    for found in finished:
+        if found.get("run_id") and client.get_run(found["run_id"]).info.status != "FINISHED":
+            client.set_terminated(found["run_id"], "FINISHED")
+
+
 def newest_checkpoints(stage: Path, ids: list[str]) -> dict[str, dict[str, Any]]:
     """Each point's most advanced checkpoint in the last attempt's Tune folder or among the kept
     ones, kept as ``<stage>/checkpoints/<point>`` (replaced atomically, so a kill loses nothing)."""
@@ -290,6 +303,7 @@ def run_trials(cfg: ExperimentConfig, inputs: SweepInputs, specs: list[dict[str,
     for point, found in earlier.items():
         if point not in blobs:
             print(f"[codecs] {point}: resuming after step {found['steps_done']} of {len(STEPS)}")
+    _close_finished_runs(cfg, [earlier[point] for point in blobs])
     pending = [s for s in specs if s["id"] not in blobs]
     errors = ""
     path = stage / TUNE_NAME
