@@ -151,6 +151,14 @@ BAD_OVERRIDES = [
     ("backbone.epochs=[1", "not valid YAML"),
     ("=3", "empty key"),
     ("data.input_size=[" + ",".join(["1"] * 5000) + "]", "data.input_size"),
+    # scenario distributions the policies would train over
+    ("policy.train_scenarios={ranges: {warp: [0, 1]}}", "not drawable"),
+    ("policy.train_scenarios={ranges: {bandwidth_hz: [2.0e6, 1.0e6]}}", "exceeds high"),
+    ("policy.train_scenarios={choices: {network: [40x2]}}", "exceeds the padding"),
+    ("policy.train_scenarios={choices: {network: [big]}}", "NxM"),
+    ("policy.train_scenarios={ranges: {deadline_min_s: [0.2, 0.3]}}", "no valid scenario"),
+    ("policy.train_scenarios={ranges: {num_devices: [4, 64]}}", "exceeds the padding"),
+    ("policy.train_scenarios={choices: {task_prob: []}}", "empty list"),
 ]
 
 

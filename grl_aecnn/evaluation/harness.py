@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import os
 import time
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +26,7 @@ from grl_aecnn.policies.base import bind_policy
 from grl_aecnn.policies.registry import PolicySpec, build_policy, read_index
 from grl_aecnn.profile import CodecProfile, load_profile
 from grl_aecnn.sim.env import EPISODE_METRICS, MECEnv, episode_metrics
-from grl_aecnn.sim.scenarios import NETWORK, ScenarioDistribution, parse_network
+from grl_aecnn.sim.scenarios import NETWORK, ScenarioDistribution, with_changes
 from grl_aecnn.sim.settings import ScenarioConfig
 
 if TYPE_CHECKING:
@@ -172,12 +172,8 @@ def load_sweep(name_or_path: str) -> Sweep:
 
 
 def _changed(base: ScenarioConfig, changes: dict[str, Any]) -> ScenarioConfig:
-    data = base.model_dump()
-    for key, value in changes.items():
-        if key == NETWORK:
-            data["num_devices"], data["num_servers"] = parse_network(value)
-        else:
-            data[key] = value
+    """The base with `changes`, its padding grown to fit (policies act on larger networks)."""
+    data = with_changes(base, changes)
     data["max_devices"] = max(base.max_devices, data["num_devices"])
     data["max_servers"] = max(base.max_servers, data["num_servers"])
     return ScenarioConfig.model_validate(data)
@@ -215,8 +211,12 @@ def evaluate(profile: CodecProfile | str | Path, scenario: ScenarioConfig, ev: "
     jobs = [(a, v, sc, spec) for a, v, sc in scenarios for spec in specs]
     args = [(spec, sc, profile, (ev.default_episodes or ev.episodes) if a == "default" else ev.episodes, seed)
             for a, v, sc, spec in jobs]
-    with _pool(ev.workers) as pool:
-        runs = list(tqdm(pool.map(_run_job, args), total=len(jobs), desc="evaluate", disable=None))
+    if ev.workers == 1:  # in this process: policy kinds registered here only are available
+        runs = [run_policy(*a) for a in tqdm(args, desc="evaluate", disable=None)]
+    else:  # every job is seeded on its own, so the results do not depend on the workers
+        # Spawned, not forked: the caller may hold Ray and torch threads.
+        with ProcessPoolExecutor(max_workers=ev.workers or os.cpu_count(), mp_context=get_context("spawn")) as pool:
+            runs = list(tqdm(pool.map(run_policy, *zip(*args)), total=len(args), desc="evaluate", disable=None))
     for (axis, value, sc, spec), run in zip(jobs, runs):
         inside = dist.contains(sc, scenario) if not dist.empty else axis == "default"
         rows.append(_row(axis, value, run, spec, sc, inside))
@@ -239,24 +239,6 @@ def evaluate(profile: CodecProfile | str | Path, scenario: ScenarioConfig, ev: "
 
 
 LEARNED_KINDS = ("rllib", "droo")
-
-
-def _run_job(args: tuple) -> PolicyRun:
-    return run_policy(*args)
-
-
-def _pool(workers: int) -> Executor:
-    """Processes for the (scenario, policy) jobs: every job is independent and seeded, so the
-    results do not depend on how many run at once. Spawned, not forked: the caller may hold
-    Ray and torch threads. One worker runs inline (policies registered in this process only)."""
-    if workers == 1:
-        return _Inline()
-    return ProcessPoolExecutor(max_workers=workers or os.cpu_count(), mp_context=get_context("spawn"))
-
-
-class _Inline(Executor):
-    def map(self, fn, *iterables, **kwargs):  # noqa: ANN001, ANN201 - Executor's signature
-        return map(fn, *iterables)
 
 
 def _row(axis: str, value: Any, run: PolicyRun, spec: PolicySpec, sc: ScenarioConfig,

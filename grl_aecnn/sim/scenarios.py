@@ -33,6 +33,18 @@ def parse_network(value: Any) -> tuple[int, int]:
     return n, m
 
 
+def with_changes(base: ScenarioConfig, changes: dict[str, Any]) -> dict[str, Any]:
+    """The base scenario's fields with `changes` applied (`network` sets devices and servers);
+    not yet validated."""
+    data = base.model_dump()
+    for key, value in changes.items():
+        if key == NETWORK:
+            data["num_devices"], data["num_servers"] = parse_network(value)
+        else:
+            data[key] = value
+    return data
+
+
 class ScenarioDistribution(Section):
     ranges: dict[str, tuple[float, float]] = Field(
         default_factory=dict, description="field: [low, high], drawn uniformly (integer fields: integers).")
@@ -91,24 +103,19 @@ class ScenarioSampler:
 
     def __init__(self, base: ScenarioConfig, dist: ScenarioDistribution) -> None:
         self.base, self.dist = base, dist
-        self.template = base.model_dump()
 
     def draw(self, rng: np.random.Generator) -> ScenarioConfig:
         """One scenario; raises ValueError naming the last rule broken after MAX_TRIES draws."""
         error = ""
         for _ in range(MAX_TRIES):
-            data = dict(self.template)
+            changes: dict[str, Any] = {}
             for key, (low, high) in self.dist.ranges.items():
                 integer = ScenarioConfig.model_fields[key].annotation is int
-                data[key] = int(rng.integers(int(low), int(high) + 1)) if integer else float(rng.uniform(low, high))
+                changes[key] = int(rng.integers(int(low), int(high) + 1)) if integer else float(rng.uniform(low, high))
             for key, values in self.dist.choices.items():
-                value = values[int(rng.integers(len(values)))]
-                if key == NETWORK:
-                    data["num_devices"], data["num_servers"] = parse_network(value)
-                else:
-                    data[key] = value
+                changes[key] = values[int(rng.integers(len(values)))]
             try:
-                return ScenarioConfig.model_validate(data)
+                return ScenarioConfig.model_validate(with_changes(self.base, changes))
             except ValidationError as exc:
                 error = exc.errors()[0]["msg"]
         raise ValueError(f"train_scenarios: no valid scenario in {MAX_TRIES} draws (last: {error})")
