@@ -1,4 +1,5 @@
-"""Real servers on 127.0.0.1 for integration tests: an `mlflow server` and a `ray start --head`.
+"""Real servers on 127.0.0.1 for integration tests: an `mlflow server`, a `ray start --head` (with
+worker nodes) and an S3-compatible object store (`moto_server`).
 
 Each starts in its own session and is stopped by killing exactly the processes of that session
 and their descendants (never `ray stop`, which would stop every Ray on the machine).
@@ -93,16 +94,18 @@ def kill_session(proc: subprocess.Popen, grace_s: float = 0.0, timeout_s: float 
 
 
 @contextlib.contextmanager
-def mlflow_server(root: Path, timeout_s: float = 90.0) -> Iterator[str]:
-    """A real `mlflow server` (sqlite backend, artifacts under ``root``); yields its URL."""
+def mlflow_server(root: Path, timeout_s: float = 90.0, artifacts: str | None = None,
+                  env: dict[str, str] | None = None) -> Iterator[str]:
+    """A real `mlflow server` (sqlite backend, artifacts under ``root`` or at ``artifacts``, e.g. a
+    bucket); yields its URL."""
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log = root / "mlflow-server.log"
     cmd = [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
            "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-           "--artifacts-destination", str(root / "artifacts")]
+           "--artifacts-destination", artifacts or str(root / "artifacts")]
     with log.open("w") as out:
-        proc = subprocess.Popen(cmd, env=server_env(), stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(cmd, env=server_env(**(env or {})), stdout=out, stderr=subprocess.STDOUT,
                                 cwd=root, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -152,3 +155,56 @@ def mlflow_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     """One real tracking server for the session (about 0.5 GB; tests use their own experiments)."""
     with mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as url:
         yield url
+
+
+@dataclasses.dataclass(frozen=True)
+class S3Store:
+    """An S3-compatible server on loopback and the environment that reaches it."""
+
+    endpoint: str
+    env: dict[str, str]
+
+    def create_bucket(self, name: str) -> str:
+        import boto3
+
+        boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                     aws_secret_access_key="testing").create_bucket(Bucket=name)
+        return f"s3://{name}"
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        """The object keys (files) in ``bucket`` under ``prefix``."""
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                              aws_access_key_id="testing", aws_secret_access_key="testing")
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return sorted(item["Key"] for page in pages for item in page.get("Contents", [])
+                      if not item["Key"].endswith("/"))  # pyarrow's folder markers
+
+
+@contextlib.contextmanager
+def s3_server(root: Path, timeout_s: float = 60.0) -> Iterator[S3Store]:
+    """`moto_server` (moto's S3-compatible server mode) on a free loopback port."""
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = root / "moto-server.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                                env=server_env(), stdout=out, stderr=subprocess.STDOUT, cwd=root,
+                                start_new_session=True)
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        wait_http(f"{endpoint}/moto-api/", proc, timeout_s, log)
+        yield S3Store(endpoint, {"AWS_ENDPOINT_URL": endpoint, "MLFLOW_S3_ENDPOINT_URL": endpoint,
+                                 "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                                 "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
+                                 "AWS_EC2_METADATA_DISABLED": "true"})
+    finally:
+        kill_session(proc)
+
+
+@pytest.fixture(scope="session")
+def s3_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Store]:
+    """One S3-compatible server for the session (tests use their own buckets)."""
+    with s3_server(tmp_path_factory.mktemp("s3-server")) as store:
+        yield store
