@@ -122,24 +122,29 @@ class RayHead:
     temp_dir: Path
 
 
+NODE_PORTS = ("node-manager-port", "object-manager-port", "dashboard-agent-listen-port",
+              "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port")
+
+
+def _port_args(names: tuple[str, ...]) -> tuple[dict[str, int], list[str]]:
+    ports = {name: free_port() for name in names}
+    return ports, [arg for name, port in ports.items() for arg in (f"--{name}", str(port))]
+
+
 @contextlib.contextmanager
-def ray_head(num_cpus: int = 2, timeout_s: float = 120.0) -> Iterator[RayHead]:
+def ray_head(num_cpus: int = 2, timeout_s: float = 120.0, env: dict[str, str] | None = None) -> Iterator[RayHead]:
     """A real `ray start --head` on loopback with its own ports and temp dir; yields its addresses.
 
     The temp dir path is short: Ray's Unix sockets live under it (107-byte limit).
     """
     temp_dir = Path(tempfile.mkdtemp(prefix="grlray-", dir="/tmp"))
-    ports = {name: free_port() for name in ("port", "dashboard-port", "ray-client-server-port",
-                                             "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-                                             "runtime-env-agent-port", "metrics-export-port")}
+    ports, port_args = _port_args(("port", "dashboard-port", "ray-client-server-port", *NODE_PORTS))
     cmd = [str(VENV_BIN / "ray"), "start", "--head", "--block", "--dashboard-host", "127.0.0.1",
            "--num-cpus", str(num_cpus), "--object-store-memory", str(300 * 1024 * 1024),
-           "--disable-usage-stats", "--temp-dir", str(temp_dir)]
-    for name, port in ports.items():
-        cmd += [f"--{name}", str(port)]
+           "--disable-usage-stats", "--temp-dir", str(temp_dir), *port_args]
     log = temp_dir / "ray-start.log"
     with log.open("w") as out:
-        proc = subprocess.Popen(cmd, env=server_env(), stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(cmd, env=server_env(**(env or {})), stdout=out, stderr=subprocess.STDOUT,
                                 cwd=temp_dir, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{ports['dashboard-port']}"
@@ -148,6 +153,53 @@ def ray_head(num_cpus: int = 2, timeout_s: float = 120.0) -> Iterator[RayHead]:
     finally:
         kill_session(proc)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@dataclasses.dataclass
+class RayWorker:
+    """A worker node (`ray start --address`): its own raylet and object store."""
+
+    proc: subprocess.Popen
+    node_id: str
+
+    def kill_raylet(self) -> None:
+        """Kill this node's raylet (the node is lost, as when a machine dies)."""
+        raylets = [p for p in _session_tree(self.proc.pid) if p.name() == "raylet"]
+        assert raylets, "the worker node has no raylet"
+        for raylet in raylets:
+            raylet.kill()
+
+
+def _node_ids(gcs_address: str) -> set[str]:
+    """Ids of the alive nodes, from `ray list nodes` (a separate process: no driver here)."""
+    import json
+
+    res = subprocess.run([str(VENV_BIN / "ray"), "list", "nodes", "--address", gcs_address, "--format", "json",
+                          "--filter", "state=ALIVE"], env=server_env(), capture_output=True, text=True, timeout=60)
+    return {node["node_id"] for node in json.loads(res.stdout or "[]")} if res.returncode == 0 else set()
+
+
+@contextlib.contextmanager
+def ray_worker(head: RayHead, num_cpus: int, env: dict[str, str] | None = None,
+               timeout_s: float = 120.0) -> Iterator[RayWorker]:
+    """A worker node joined to ``head`` on loopback, with its own ports; yields it once it is alive."""
+    before = _node_ids(head.gcs_address)
+    _, port_args = _port_args(NODE_PORTS)
+    cmd = [str(VENV_BIN / "ray"), "start", "--address", head.gcs_address, "--block", "--num-cpus", str(num_cpus),
+           "--object-store-memory", str(200 * 1024 * 1024), "--disable-usage-stats", *port_args]
+    log = Path(tempfile.mkstemp(prefix="ray-worker-", suffix=".log", dir=head.temp_dir)[1])
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, env=server_env(**(env or {})), stdout=out, stderr=subprocess.STDOUT,
+                                cwd=head.temp_dir, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not (new := _node_ids(head.gcs_address) - before):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"worker node did not join:\n{log.read_text()[-3000:]}")
+            time.sleep(1)
+        yield RayWorker(proc, new.pop())
+    finally:
+        kill_session(proc)
 
 
 @pytest.fixture(scope="session")

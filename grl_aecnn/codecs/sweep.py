@@ -213,7 +213,8 @@ def _trial(config: dict[str, Any], shared: dict[str, Any]) -> None:
     if not earlier and shared["init"] is not None and init_codec(codec, spec, shared["init"]):
         print(f"[codecs] {spec['id']}: starting from {cfg.init_from}")
     seed = shared["seed"] ^ zlib.crc32(spec["id"].encode())
-    node = ray.get_runtime_context().get_node_id()  # where the point trained, for the stage summary
+    # Every Ray node this point trained on (a retry after a node loss adds one), for the summary.
+    nodes = sorted({*(earlier or {}).get("nodes", []), ray.get_runtime_context().get_node_id()})
     lines = LogLines()
     mlflow.set_tracking_uri(shared["mlflow"]["uri"])
     run_id = earlier["run_id"] if earlier else None
@@ -229,7 +230,7 @@ def _trial(config: dict[str, Any], shared: dict[str, Any]) -> None:
                   final=True)
 
         def checkpoint(steps_done: int) -> None:
-            _save_checkpoint({"point": spec["id"], "steps_done": steps_done, "run_id": run.info.run_id},
+            _save_checkpoint({"point": spec["id"], "steps_done": steps_done, "run_id": run.info.run_id, "nodes": nodes},
                              save_codec(codec, spec, inputs.shape, tail, []), {})
 
         start = earlier["steps_done"] if earlier else 0
@@ -246,7 +247,7 @@ def _trial(config: dict[str, Any], shared: dict[str, Any]) -> None:
         else:
             blob, val_acc = earlier["weights"], earlier["val_accuracy"]
         _save_checkpoint({"point": spec["id"], "steps_done": FINISHED, "run_id": run.info.run_id,
-                          "val_accuracy": val_acc, "node_id": node}, blob, {"val_accuracy": val_acc})
+                          "val_accuracy": val_acc, "nodes": nodes}, blob, {"val_accuracy": val_acc})
 
 
 def _mlflow_info(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -296,15 +297,15 @@ def newest_checkpoints(stage: Path, ids: list[str]) -> dict[str, dict[str, Any]]
 
 
 def run_trials(cfg: ExperimentConfig, inputs: SweepInputs, specs: list[dict[str, Any]], stage: Path,
-               resume: bool) -> tuple[dict[str, bytes], dict[str, str | None]]:
+               resume: bool) -> tuple[dict[str, bytes], dict[str, list[str]]]:
     """Train the points that are not finished (continuing each from its newest checkpoint);
-    the weights file of every point and the Ray node id it finished on."""
+    the weights file of every point and the ids of the Ray nodes it trained on."""
     from ray import tune
 
     c = cfg.codecs
     earlier = newest_checkpoints(stage, [s["id"] for s in specs]) if resume else {}
     blobs = {point: found["weights"] for point, found in earlier.items() if found["steps_done"] == FINISHED}
-    nodes = {point: earlier[point].get("node_id") for point in blobs}
+    nodes = {point: earlier[point].get("nodes", []) for point in blobs}
     for point, found in earlier.items():
         if point not in blobs:
             print(f"[codecs] {point}: resuming after step {found['steps_done']} of {len(STEPS)}")
@@ -336,7 +337,7 @@ def run_trials(cfg: ExperimentConfig, inputs: SweepInputs, specs: list[dict[str,
                     found = _checkpoint_files(Path(d))
                 if found and found["steps_done"] == FINISHED:
                     blobs[result.config["point"]["id"]] = found["weights"]
-                    nodes[result.config["point"]["id"]] = found.get("node_id")
+                    nodes[result.config["point"]["id"]] = found.get("nodes", [])
         errors = "; ".join(f"{r.config['point']['id']}: {r.error}" for r in grid if r.error is not None)
     missing = [s["id"] for s in specs if s["id"] not in blobs]
     if missing:
