@@ -19,7 +19,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import psutil
 import pytest
@@ -216,19 +216,23 @@ class S3Store:
     endpoint: str
     env: dict[str, str]
 
-    def create_bucket(self, name: str) -> str:
+    def client(self) -> Any:
+        """A boto3 S3 client of this server."""
         import boto3
 
-        boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1", aws_access_key_id="testing",
-                     aws_secret_access_key="testing").create_bucket(Bucket=name)
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                            aws_secret_access_key="testing")
+
+    def create_bucket(self, name: str) -> str:
+        self.client().create_bucket(Bucket=name)
         return f"s3://{name}"
+
+    def read(self, bucket: str, key: str) -> bytes:
+        return self.client().get_object(Bucket=bucket, Key=key)["Body"].read()
 
     def keys(self, bucket: str, prefix: str = "") -> list[str]:
         """The object keys (files) in ``bucket`` under ``prefix``."""
-        import boto3
-
-        client = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
-                              aws_access_key_id="testing", aws_secret_access_key="testing")
+        client = self.client()
         pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         return sorted(item["Key"] for page in pages for item in page.get("Contents", [])
                       if not item["Key"].endswith("/"))  # pyarrow's folder markers

@@ -110,12 +110,7 @@ def test_pipeline_on_worker_nodes_with_a_bucket_survives_node_and_driver_loss(
             assert f"[{stage}] reusing finished stage" in res.stdout
 
         def stage_summary(stage: str) -> dict:
-            import boto3
-
-            s3 = boto3.client("s3", endpoint_url=s3_store.endpoint, region_name="us-east-1",
-                              aws_access_key_id="testing", aws_secret_access_key="testing")
-            body = s3.get_object(Bucket="multinode", Key=f"{RUN}/{stage}/stage.json")["Body"].read()
-            return json.loads(body)["summary"]
+            return json.loads(s3_store.read("multinode", f"{RUN}/{stage}/stage.json"))["summary"]
 
         keys = s3_store.keys("multinode", RUN)
         for name in ("config.yaml", "backbone/model.safetensors", "codecs/profile.json", "policies/policies.json",

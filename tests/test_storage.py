@@ -97,3 +97,13 @@ def test_resume_of_a_uri_without_a_run_names_what_is_missing(s3_store: S3Store, 
     res = _cli("resume", "s3://no-such-bucket/runs/quick", env=env, cwd=tmp_path)
     assert res.returncode == EXIT_UNAVAILABLE and "no-such-bucket" in res.stderr
     assert s3_store.keys("resume-missing") == []
+
+
+def test_stage_json_holds_paths_relative_to_the_run(tmp_path: Path) -> None:
+    from grl_aecnn.pipeline import MARKER, mark_finished
+
+    cfg = load_config("tiny", [f"output_dir={tmp_path}"])
+    mark_finished(cfg, "codecs", {"profile": str(cfg.run_dir / "codecs" / "profile.json"),
+                                  "nested": [str(cfg.run_dir / "x")], "elsewhere": "/data/set", "n": 3}, 1.0)
+    summary = json.loads((cfg.run_dir / "codecs" / MARKER).read_text())["summary"]
+    assert summary == {"profile": "codecs/profile.json", "nested": ["x"], "elsewhere": "/data/set", "n": 3}
