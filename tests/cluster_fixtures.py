@@ -149,7 +149,13 @@ def ray_head(num_cpus: int = 2, timeout_s: float = 120.0, env: dict[str, str] | 
     try:
         url = f"http://127.0.0.1:{ports['dashboard-port']}"
         wait_http(f"{url}/api/jobs/", proc, timeout_s, log)  # the Jobs API, not just the dashboard
-        yield RayHead(f"127.0.0.1:{ports['port']}", url, temp_dir)
+        head = RayHead(f"127.0.0.1:{ports['port']}", url, temp_dir)
+        deadline = time.monotonic() + timeout_s
+        while not _node_ids(head):  # the state API lists the head itself a little later
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the head node is not listed:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield head
     finally:
         kill_session(proc)
         shutil.rmtree(temp_dir, ignore_errors=True)
@@ -170,30 +176,36 @@ class RayWorker:
             raylet.kill()
 
 
-def _node_ids(gcs_address: str) -> set[str]:
-    """Ids of the alive nodes, from `ray list nodes` (a separate process: no driver here)."""
+def _node_ids(head: RayHead) -> set[str]:
+    """Ids of the alive nodes, from the head's state API."""
     import json
 
-    res = subprocess.run([str(VENV_BIN / "ray"), "list", "nodes", "--address", gcs_address, "--format", "json",
-                          "--filter", "state=ALIVE"], env=server_env(), capture_output=True, text=True, timeout=60)
-    return {node["node_id"] for node in json.loads(res.stdout or "[]")} if res.returncode == 0 else set()
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        with urllib.request.urlopen(f"{head.dashboard_url}/api/v0/nodes?limit=1000", timeout=30) as resp:  # noqa: S310
+            rows = json.loads(resp.read())["data"]["result"]["result"]
+        return {row["node_id"] for row in rows if row["state"] == "ALIVE"}
+    return set()
 
 
 @contextlib.contextmanager
 def ray_worker(head: RayHead, num_cpus: int, env: dict[str, str] | None = None,
                timeout_s: float = 120.0) -> Iterator[RayWorker]:
     """A worker node joined to ``head`` on loopback, with its own ports; yields it once it is alive."""
-    before = _node_ids(head.gcs_address)
+    before = _node_ids(head)
     _, port_args = _port_args(NODE_PORTS)
-    cmd = [str(VENV_BIN / "ray"), "start", "--address", head.gcs_address, "--block", "--num-cpus", str(num_cpus),
+    cmd = [str(VENV_BIN / "ray"), "start", "--address", head.gcs_address, "--node-ip-address", "127.0.0.1",
+           "--block", "--num-cpus", str(num_cpus), "--temp-dir", str(head.temp_dir),
            "--object-store-memory", str(200 * 1024 * 1024), "--disable-usage-stats", *port_args]
     log = Path(tempfile.mkstemp(prefix="ray-worker-", suffix=".log", dir=head.temp_dir)[1])
+    # Ray refuses a second node on a machine unless told it is a cluster; --node-ip-address keeps it on loopback.
+    # A busy machine starts a raylet slowly.
+    slow_start = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1", "RAY_agent_register_timeout_ms": "300000"}
     with log.open("w") as out:
-        proc = subprocess.Popen(cmd, env=server_env(**(env or {})), stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(cmd, env=server_env(**(env or {}), **slow_start), stdout=out, stderr=subprocess.STDOUT,
                                 cwd=head.temp_dir, start_new_session=True)
     try:
         deadline = time.monotonic() + timeout_s
-        while not (new := _node_ids(head.gcs_address) - before):
+        while not (new := _node_ids(head) - before):
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"worker node did not join:\n{log.read_text()[-3000:]}")
             time.sleep(1)
