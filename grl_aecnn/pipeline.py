@@ -82,7 +82,7 @@ def run_stage(cfg: ExperimentConfig, stage: str, resume: bool = True, force: boo
 
     done = finished_summary(cfg, stage) if resume and not force else None
     if done is not None:
-        print(f"[{stage}] reusing finished stage in {cfg.run_dir / stage}")
+        print(f"[{stage}] reusing finished stage in {cfg.run_location}/{stage}")
         tracking.link_reused_stage(stage, _producing_run(cfg, stage))
         return done
     fn = _resolve(dict(STAGES)[stage])

@@ -107,3 +107,31 @@ def test_stage_json_holds_paths_relative_to_the_run(tmp_path: Path) -> None:
                                   "nested": [str(cfg.run_dir / "x")], "elsewhere": "/data/set", "n": 3}, 1.0)
     summary = json.loads((cfg.run_dir / "codecs" / MARKER).read_text())["summary"]
     assert summary == {"profile": "codecs/profile.json", "nested": ["x"], "elsewhere": "/data/set", "n": 3}
+
+
+def test_resume_from_the_bucket_alone_and_missing_pieces_named(s3_env: S3Store, tmp_path: Path, mlflow_store: str,
+                                                              capsys: pytest.CaptureFixture[str],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from grl_aecnn.cli import main
+    from grl_aecnn.cluster.resume import write_run_config
+    from grl_aecnn.pipeline import mark_finished
+
+    monkeypatch.chdir(tmp_path)
+    bucket = s3_env.create_bucket("resume-uri")
+    cfg = load_config("tiny", [f"output_dir={bucket}/runs"])
+    write_run_config(cfg)
+    mark_finished(cfg, "backbone", {"test_accuracy": 0.5}, 1.0)
+    storage.push_stage(cfg, "backbone")
+    shutil.rmtree(cfg.run_dir)  # another machine: only the bucket holds the run
+    capsys.readouterr()
+    assert main(["resume", f"{bucket}/runs/tiny", "--stop-after", "backbone"]) == 0
+    assert f"[backbone] reusing finished stage in {bucket}/runs/tiny/backbone" in capsys.readouterr().out
+    assert s3_env.keys("resume-uri") == ["runs/tiny/backbone/stage.json", "runs/tiny/config.yaml"]  # nothing retrained
+
+    # the finished backbone stage lacks its weights: the next stage's command names the file on the store
+    shutil.rmtree(cfg.run_dir)
+    assert main(["run", "--config", "tiny", "--set", f"output_dir={bucket}/runs", "--stop-after", "codecs"]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert f"{bucket}/runs/tiny/backbone/model.safetensors" in err and len(err.strip().splitlines()) == 1
