@@ -13,7 +13,9 @@ import time
 import torch
 
 from grl_aecnn.backbone.models import build_model
-from grl_aecnn.backbone.split import SPLIT_POINTS, split_info
+from grl_aecnn.backbone.models import ARCHS
+from grl_aecnn.backbone.split import split_info
+from grl_aecnn.backbone.split_points import split_points
 
 
 def images_per_s(step, batch: int, repeats: int) -> float:
@@ -26,7 +28,7 @@ def images_per_s(step, batch: int, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", default="resnet18")
+    parser.add_argument("--arch", default="resnet18", choices=list(ARCHS))
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
@@ -55,7 +57,7 @@ def main() -> None:
     infer = images_per_s(infer_step, args.batch, args.repeats)
     print(f"{args.arch} {args.size}px batch {args.batch}, {args.threads} thread(s): "
           f"train {train:.0f} img/s, inference {infer:.0f} img/s, train/inference {infer / train:.1f}x")
-    for split in SPLIT_POINTS:
+    for split in split_points(args.arch):
         info = split_info(model, split, args.size)
         print(f"  {split:7s} tensor {str(info.shape):15s} {info.float32_bytes:8d} B  "
               f"head {info.head_flops / 1e6:8.1f} MFLOP  tail {info.tail_flops / 1e6:8.1f} MFLOP")
