@@ -82,7 +82,7 @@ def offload_needs(sc: ScenarioConfig, pts: PointTable, gain: np.ndarray, capacit
         snr_db = 10.0 * np.log10(snr)
     x = np.where(pts.is_analog[v], pts.channel_uses[v] / sc.bandwidth_hz, digital_tx)
     y = pts.server_flops[v] / capacity
-    t_dev = pts.device_flops[v] / device_flops
+    t_dev = pts.device_flops[v] / device_flops + sc.encode_time_scale * pts.encode_s[v]
     return t_dev, x, y, pts.accuracy_at(v, snr_db)
 
 
