@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from grl_aecnn import tracking
 from grl_aecnn.backbone.io import BackboneNotFound, load_backbone_dir, load_trained_backbone, save_backbone
-from grl_aecnn.backbone.models import build_model
+from grl_aecnn.backbone.models import build_model, classifier
 from grl_aecnn.backbone.split import count_flops, split_info, split_model
 from grl_aecnn.backbone.split_points import SPLIT_CHANNELS, split_points
 from grl_aecnn.backbone.train import RUN_NAME, _prepare_storage, lr_at, train_backbone
@@ -28,8 +28,10 @@ def resnet18() -> torch.nn.Module:
 
 def test_build_model_classes_and_unknown_arch():
     assert build_model("resnet50", 7).fc.out_features == 7
-    assert build_model("mobilenet_v2", 7).classifier[-1].out_features == 7
-    assert build_model("efficientnet_b0", 7).classifier[-1].out_features == 7
+    for arch in ("mobilenet_v2", "efficientnet_b0"):
+        model = build_model(arch, 7)
+        holder, name = classifier(model)  # the layer `pretrained=True` replaces
+        assert getattr(holder, name) is model.classifier[-1] and model.classifier[-1].out_features == 7
     with pytest.raises(ValueError, match="resnet18"):
         build_model("vgg11", 10)
 
