@@ -84,7 +84,7 @@ def split_model(model: nn.Module, split: str) -> tuple[nn.Sequential, Tail]:
     return head, Tail(*children, *top)
 
 
-split_resnet = split_model  # the name the codec stage and export import
+split_resnet = split_model  # the name the codec stage imports
 
 
 def count_flops(module: nn.Module, example: torch.Tensor) -> float:
