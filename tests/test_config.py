@@ -65,7 +65,8 @@ def test_each_family_loads_with_its_own_split_points() -> None:
     assert str(err.value) == ("codecs.split: 'layer1' is not a split point of mobilenet_v2 "
                               "(allowed: stem, stage1, stage2, stage3)")
     with pytest.raises(ConfigError, match=r"\[32\] exceed the 16 channels of efficientnet_b0 at split 'stage1'"):
-        load_config("tiny", ["backbone.arch=efficientnet_b0", "codecs.split=stage1", "codecs.aecnn.kept_channels=[2,32]"])
+        load_config("tiny", ["backbone.arch=efficientnet_b0", "codecs.split=stage1",
+                             "codecs.aecnn.kept_channels=[2,32]"])
 
 
 @pytest.mark.parametrize("override", ["backbone.epochs", "=3", "backbone.epochs=[1"])

@@ -18,7 +18,7 @@ from data_pipelines.datasets import load_splits
 from grl_aecnn.backbone.models import build_model
 from grl_aecnn.backbone.split import count_flops, split_info
 from grl_aecnn.codecs.measure import CodecMeasurer
-from grl_aecnn.codecs.store import build_codec, point_specs, save_codec
+from grl_aecnn.codecs.store import build_codec, load_codec, point_specs, save_codec
 from grl_aecnn.codecs.sweep import _eval_snrs, _tail, build_profile, codec_flops, prepare_inputs
 from grl_aecnn.codecs.training import train_codec
 from grl_aecnn.config import load_config
@@ -67,8 +67,6 @@ def test_family_runs_through_codecs_profile_and_simulator(tmp_path, arch: str, s
     # device cost: the head plus each codec's own encoder network, counted the same way for every family
     for point in profile.points:
         if point.codec in ("aecnn", "bottlenetpp", "deepjscc"):
-            from grl_aecnn.codecs.store import load_codec
-
             codec, _ = load_codec(blobs[point.id], _tail(inputs))
             encoder, decoder = codec_flops(codec, shape)
             assert point.device_flops == pytest.approx(info.head_flops + encoder)
@@ -87,7 +85,7 @@ def test_family_runs_through_codecs_profile_and_simulator(tmp_path, arch: str, s
     latency = {}
     for scale in (0.0, 1.0):
         sc = cfg.scenario.model_copy(update={"encode_time_scale": scale, "num_devices": 1, "num_servers": 1})
-        latency[scale] = np.array([slot_outcome(sc, pts, state, np.array([[encode_action(0, v, pts.num)]])).latency[0, 0]
-                                   for v in range(pts.num)])
+        actions = [np.array([[encode_action(0, v, pts.num)]]) for v in range(pts.num)]
+        latency[scale] = np.array([slot_outcome(sc, pts, state, a).latency[0, 0] for a in actions])
     assert np.isfinite(latency[0.0]).all()
     assert latency[1.0] - latency[0.0] == pytest.approx(pts.encode_s, rel=1e-6)
