@@ -117,6 +117,23 @@ def slot_outcome(sc: ScenarioConfig, pts: PointTable, state: SlotState, actions:
                        reward=task_reward(sc, state.task, on_time, accuracy), offloaded=off)
 
 
+def difference_rewards(sc: ScenarioConfig, pts: PointTable, state: SlotState, actions: np.ndarray,
+                       reward: np.ndarray) -> np.ndarray:
+    """Each device's marginal contribution to the slot reward, (B, N): the summed reward of
+    `actions` minus the summed reward had that device alone run locally instead.
+
+    Unlike the device's own reward it charges the device for what its offload costs the others
+    on the shared band and server; the subtracted term does not depend on the device's own
+    choice, so a policy gradient with it stays unbiased for the summed reward. 0 for a device
+    that runs locally or has no task."""
+    batch, n = actions.shape
+    counterfactual = np.repeat(actions[None], n, axis=0)  # (N, B, N): row k has device k local
+    counterfactual[np.arange(n), :, np.arange(n)] = 0
+    alone = slot_outcome(sc, pts, state.repeat_batch(n), counterfactual.reshape(n * batch, n))
+    without = alone.reward.sum(axis=1).reshape(n, batch).T
+    return reward.sum(axis=1, keepdims=True) - without
+
+
 class VecMEC:
     """B independent MEC networks advancing slot by slot from one seeded generator.
 
