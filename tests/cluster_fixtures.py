@@ -1,5 +1,5 @@
-"""Real servers on 127.0.0.1 for integration tests: an `mlflow server`, a `ray start --head` and an
-S3-compatible object store (`moto_server`).
+"""Real servers on 127.0.0.1 for integration tests: an `mlflow server`, a `ray start --head` (with
+worker nodes) and an S3-compatible object store (`moto_server`).
 
 Each starts in its own session and is stopped by killing exactly the processes of that session
 and their descendants (never `ray stop`, which would stop every Ray on the machine).
@@ -94,16 +94,18 @@ def kill_session(proc: subprocess.Popen, grace_s: float = 0.0, timeout_s: float 
 
 
 @contextlib.contextmanager
-def mlflow_server(root: Path, timeout_s: float = 90.0) -> Iterator[str]:
-    """A real `mlflow server` (sqlite backend, artifacts under ``root``); yields its URL."""
+def mlflow_server(root: Path, timeout_s: float = 90.0, artifacts: str | None = None,
+                  env: dict[str, str] | None = None) -> Iterator[str]:
+    """A real `mlflow server` (sqlite backend, artifacts under ``root`` or at ``artifacts``, e.g. a
+    bucket); yields its URL."""
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log = root / "mlflow-server.log"
     cmd = [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
            "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-           "--artifacts-destination", str(root / "artifacts")]
+           "--artifacts-destination", artifacts or str(root / "artifacts")]
     with log.open("w") as out:
-        proc = subprocess.Popen(cmd, env=server_env(), stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(cmd, env=server_env(**(env or {})), stdout=out, stderr=subprocess.STDOUT,
                                 cwd=root, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -120,29 +122,97 @@ class RayHead:
     temp_dir: Path
 
 
+NODE_PORTS = ("node-manager-port", "object-manager-port", "dashboard-agent-listen-port",
+              "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port")
+
+
+def _port_args(names: tuple[str, ...]) -> tuple[dict[str, int], list[str]]:
+    ports = {name: free_port() for name in names}
+    return ports, [arg for name, port in ports.items() for arg in (f"--{name}", str(port))]
+
+
 @contextlib.contextmanager
-def ray_head(num_cpus: int = 2, timeout_s: float = 120.0) -> Iterator[RayHead]:
+def ray_head(num_cpus: int = 2, timeout_s: float = 120.0, env: dict[str, str] | None = None) -> Iterator[RayHead]:
     """A real `ray start --head` on loopback with its own ports and temp dir; yields its addresses.
 
     The temp dir path is short: Ray's Unix sockets live under it (107-byte limit).
     """
     temp_dir = Path(tempfile.mkdtemp(prefix="grlray-", dir="/tmp"))
-    ports = {name: free_port() for name in ("port", "dashboard-port", "ray-client-server-port",
-                                             "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-                                             "runtime-env-agent-port", "metrics-export-port")}
+    ports, port_args = _port_args(("port", "dashboard-port", "ray-client-server-port", *NODE_PORTS))
     cmd = [str(VENV_BIN / "ray"), "start", "--head", "--block", "--dashboard-host", "127.0.0.1",
-           "--num-cpus", str(num_cpus), "--object-store-memory", str(300 * 1024 * 1024),
-           "--disable-usage-stats", "--temp-dir", str(temp_dir)]
-    for name, port in ports.items():
-        cmd += [f"--{name}", str(port)]
+           "--node-ip-address", "127.0.0.1", "--num-cpus", str(num_cpus),
+           "--object-store-memory", str(300 * 1024 * 1024),
+           "--disable-usage-stats", "--temp-dir", str(temp_dir), *port_args]
     log = temp_dir / "ray-start.log"
     with log.open("w") as out:
-        proc = subprocess.Popen(cmd, env=server_env(), stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(cmd, env=server_env(**(env or {})), stdout=out, stderr=subprocess.STDOUT,
                                 cwd=temp_dir, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{ports['dashboard-port']}"
         wait_http(f"{url}/api/jobs/", proc, timeout_s, log)  # the Jobs API, not just the dashboard
-        yield RayHead(f"127.0.0.1:{ports['port']}", url, temp_dir)
+        head = RayHead(f"127.0.0.1:{ports['port']}", url, temp_dir)
+        deadline = time.monotonic() + timeout_s
+        while not _node_ids(head):  # the state API lists the head itself a little later
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the head node is not listed:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield head
+    finally:
+        kill_session(proc)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@dataclasses.dataclass
+class RayWorker:
+    """A worker node (`ray start --address`): its own raylet and object store."""
+
+    proc: subprocess.Popen
+    node_id: str
+
+    def kill_raylet(self) -> None:
+        """Kill this node's raylet (the node is lost, as when a machine dies)."""
+        raylets = [p for p in _session_tree(self.proc.pid) if p.name() == "raylet"]
+        assert raylets, "the worker node has no raylet"
+        for raylet in raylets:
+            raylet.kill()
+
+
+def _node_ids(head: RayHead) -> set[str]:
+    """Ids of the alive nodes, from the head's state API."""
+    import json
+
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        with urllib.request.urlopen(f"{head.dashboard_url}/api/v0/nodes?limit=1000", timeout=30) as resp:  # noqa: S310
+            rows = json.loads(resp.read())["data"]["result"]["result"]
+        return {row["node_id"] for row in rows if row["state"] == "ALIVE"}
+    return set()
+
+
+@contextlib.contextmanager
+def ray_worker(head: RayHead, num_cpus: int, env: dict[str, str] | None = None,
+               timeout_s: float = 120.0) -> Iterator[RayWorker]:
+    """A worker node joined to ``head`` on loopback, with its own ports and temp dir (as on its own
+    machine: nodes sharing one would delete each other's job packages); yields it once it is alive."""
+    before = _node_ids(head)
+    temp_dir = Path(tempfile.mkdtemp(prefix="grlnode-", dir="/tmp"))
+    _, port_args = _port_args(NODE_PORTS)
+    cmd = [str(VENV_BIN / "ray"), "start", "--address", head.gcs_address, "--node-ip-address", "127.0.0.1",
+           "--block", "--num-cpus", str(num_cpus), "--temp-dir", str(temp_dir),
+           "--object-store-memory", str(200 * 1024 * 1024), "--disable-usage-stats", *port_args]
+    log = temp_dir / "ray-start.log"
+    # Ray refuses a second node on a machine unless told it is a cluster; --node-ip-address keeps it on loopback.
+    # A busy machine starts a raylet slowly.
+    slow_start = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1", "RAY_agent_register_timeout_ms": "300000"}
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, env=server_env(**{**(env or {}), **slow_start}), stdout=out,
+                                stderr=subprocess.STDOUT, cwd=temp_dir, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not (new := _node_ids(head) - before):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"worker node did not join:\n{log.read_text()[-3000:]}")
+            time.sleep(1)
+        yield RayWorker(proc, new.pop())
     finally:
         kill_session(proc)
         shutil.rmtree(temp_dir, ignore_errors=True)
