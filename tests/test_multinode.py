@@ -2,7 +2,8 @@
 a head without CPUs for tasks, worker nodes with their own raylet and object store, moto's S3
 server, and an `mlflow server` keeping its artifacts in the bucket. One test, because every step
 needs the same (slow to start) cluster: a worker node dies during the codec sweep, a replacement
-joins, and PPO spreads its env runners over the nodes left."""
+joins, PPO spreads its env runners over the nodes left, the driver dies during PPO and `resume`
+continues from the bucket."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ RUN = "runs/multinode"
 # Two AECNN points (a 2-CPU worker node holds one trial), one PPO policy whose trial and two env
 # runners (3 CPUs) do not fit on one node.
 OVERRIDES = ["name=multinode", "tracking.experiment=multinode", "codecs.train=[aecnn]", "codecs.cpus_per_trial=2",
-             "policy.ppo.num_env_runners=2", "policy.ppo.num_envs_per_env_runner=1"]
+             "policy.ppo.num_env_runners=2", "policy.ppo.num_envs_per_env_runner=1", "policy.ppo.iterations=4"]
 MULTI_NODE = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}  # Ray's switch for more than one node on a machine
 
 
@@ -52,31 +53,53 @@ def _in_training(store: S3Store, node: str) -> Callable[[], bool]:
     return found
 
 
-def test_pipeline_on_worker_nodes_with_a_bucket_survives_a_lost_node(s3_store: S3Store, tmp_path: Path) -> None:
+def _ppo_checkpoint(store: S3Store) -> Callable[[], bool]:
+    """Whether PPO has checkpointed to the bucket (and the policies stage is not finished)."""
+    def found() -> bool:
+        keys = store.keys("multinode", f"{RUN}/policies/")
+        return any("/checkpoint_" in key for key in keys) and f"{RUN}/policies/stage.json" not in keys
+    return found
+
+
+def test_pipeline_on_worker_nodes_with_a_bucket_survives_node_and_driver_loss(s3_store: S3Store,
+                                                                                tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
     bucket = s3_store.create_bucket("multinode")
     s3_store.create_bucket("mlflow")
-    node_env = {**s3_store.env, **MULTI_NODE, "GRL_AECNN_SCRATCH": str(tmp_path / "scratch")}
+
+    def node(name: str) -> dict[str, str]:  # each node mirrors runs in its own scratch folder
+        return {**s3_store.env, **MULTI_NODE, "GRL_AECNN_SCRATCH": str(tmp_path / f"scratch-{name}")}
+
     with mlflow_server(tmp_path / "mlflow", artifacts="s3://mlflow/artifacts", env=s3_store.env) as mlflow_url, \
-            ray_head(num_cpus=0, env=node_env) as head, \
-            ray_worker(head, 2, {**node_env, "GRL_AECNN_SCRATCH": str(tmp_path / "scratch-a")}) as a, \
-            ray_worker(head, 2, {**node_env, "GRL_AECNN_SCRATCH": str(tmp_path / "scratch-b")}) as b:
+            ray_head(num_cpus=0, env=node("head")) as head, \
+            ray_worker(head, 2, node("a")) as a, ray_worker(head, 2, node("b")) as b:
         env = server_env(**s3_store.env, RAY_ADDRESS=head.dashboard_url, MLFLOW_TRACKING_URI=mlflow_url)
-        sets = [arg for item in [f"output_dir={bucket}/runs", *OVERRIDES] for arg in ("--set", item)]
-        res = subprocess.run([sys.executable, "-m", "grl_aecnn.cli", "submit", "--", "run", "--config", "tiny", *sets],
-                             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+        def submit(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run([sys.executable, "-m", "grl_aecnn.cli", "submit", *args], env=env, cwd=tmp_path,
+                                  capture_output=True, text=True, timeout=900)
+
+        res = submit("--", "run", "--config", "tiny", "--set", f"output_dir={bucket}/runs",
+                     *[arg for item in OVERRIDES for arg in ("--set", item)])
         assert res.returncode == 0, res.stderr
         job_id = res.stdout.splitlines()[0]
         client = jobs.connect(head.dashboard_url)
 
         _wait_for("a codec trial training on the first node", _in_training(s3_store, a.node_id), client, job_id)
         a.kill_raylet()  # the node is lost mid-trial: Tune retries that trial from its checkpoint
-        with ray_worker(head, 2, {**node_env, "GRL_AECNN_SCRATCH": str(tmp_path / "scratch-c")}) as c:  # a replacement joins: PPO needs 3 CPUs
-            final = jobs.wait(client, job_id, timeout_s=900)
-            assert str(final) == "SUCCEEDED", client.get_job_logs(job_id)[-4000:]
+        with ray_worker(head, 2, node("c")) as c:  # a replacement joins: PPO needs 3 CPUs
+            # the driver is lost during PPO; `resume` continues from the bucket, in a fresh scratch folder
+            _wait_for("a PPO checkpoint", _ppo_checkpoint(s3_store), client, job_id)
+            client.stop_job(job_id)
+            assert str(jobs.wait(client, job_id, timeout_s=120)) == "STOPPED"
+            res = submit("--follow", "--env", f"GRL_AECNN_SCRATCH={tmp_path / 'scratch-resume'}", "--",
+                         "resume", f"{bucket}/{RUN}")
+            assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
         tracking = MlflowClient(mlflow_url)
         runs = tracking.search_runs([tracking.get_experiment_by_name("multinode").experiment_id], max_results=1000)
+    for stage in ("backbone", "codecs"):
+        assert f"[{stage}] reusing finished stage" in res.stdout
 
     def summary(stage: str) -> dict:
         return json.loads(s3_store.read("multinode", f"{RUN}/{stage}/stage.json"))["summary"]
