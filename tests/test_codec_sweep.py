@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import numpy as np
-from safetensors.torch import load_file
+from data_pipelines.shards import SplitArray
 
 from grl_aecnn import tracking
 from grl_aecnn.backbone.split import split_resnet
@@ -111,5 +111,5 @@ def test_sweep_writes_profile_and_resumes(ray_local, sweep_config):
     tail = split_resnet(model, "stem")[1]
     codec, spec = load_codec((stage / "codecs" / "aecnn-k2-b2.safetensors").read_bytes(), tail)
     assert list(codec.channels) == sorted(ranking[:2])
-    test_z = load_file(str(stage / "split_tensors.safetensors"))["test_z"].numpy()
+    test_z = SplitArray.open(stage / "split_tensors" / "test", in_memory_bytes=0)[:].numpy()  # read from shards
     assert aecnn.payload_bytes == pytest.approx(np.mean([len(codec.encode(x)) for x in test_z]))

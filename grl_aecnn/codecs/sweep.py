@@ -2,7 +2,8 @@
 measurement on the test split, then the codec profile (SPEC 3.1) and the rate-accuracy plot.
 
 Cost control (the quick preset has a few minutes on 2 cores): the frozen head runs once and
-its split tensors are shared through the object store; the channel ranking is trained once
+its split tensors are written to shards in the stage folder that every trial reads per batch
+(small sets are held whole: `data_pipelines.shards`); the channel ranking is trained once
 and shared by every AECNN point; trials train on a subset; one Ray Data pass measures all
 points. Resume: split tensors, ranking and trial checkpoints (safetensors and JSON, never
 pickles) live in the stage folder. Every trial checkpoints after each training step and at the
@@ -30,12 +31,13 @@ from grl_aecnn.backbone.split import count_flops, split_info, split_resnet
 from grl_aecnn.codecs.measure import CLEAN, CodecMeasurer, bnpp_variant_id
 from grl_aecnn.codecs.settings import CodecsConfig
 from grl_aecnn.codecs.store import build_codec, init_codec, load_codec, point_specs, save_codec
-from grl_aecnn.codecs.training import STEPS, accuracy, teacher_logits, train_attention, train_codec
+from grl_aecnn.codecs.training import STEPS, accuracy, needs_teacher, teacher_logits, train_attention, train_codec
 from grl_aecnn.config import ExperimentConfig
 from grl_aecnn.profile import PROFILE_VERSION, BackboneInfo, CodecProfile, OperatingPoint, SnrPoint
 
 STAGE = "codecs"
-TENSORS_FILE = "split_tensors.safetensors"
+TENSORS_FILE = "split_tensors.safetensors"  # labels, PNG sizes, teacher logits: written last
+SHARDS = "split_tensors"  # <stage>/split_tensors/<train|val|test>: the split tensors as shards
 IMPORTANCE_FILE = "importance.json"
 PROFILE_FILE = "profile.json"
 PLOT_FILE = "rate_accuracy.png"
@@ -57,7 +59,7 @@ class SweepInputs:
     input_size: int
     split: str
     state: dict[str, torch.Tensor]
-    tensors: dict[str, torch.Tensor]  # train_z, train_y, val_z, val_y, test_z, test_y, test_png
+    tensors: dict[str, Any]  # train_z, val_z, test_z (SplitArray); train_y, val_y, test_y, test_png[, train_teacher]
     importance: np.ndarray | None
 
     @property
@@ -83,7 +85,7 @@ def run_sweep(cfg: ExperimentConfig, resume: bool, model: torch.nn.Module, meta:
     init_ray(cfg)
     stage = cfg.stage_dir(STAGE)
     if not resume:
-        for name in (TUNE_NAME, KEPT, TENSORS_FILE, IMPORTANCE_FILE, "codecs"):
+        for name in (TUNE_NAME, KEPT, TENSORS_FILE, SHARDS, IMPORTANCE_FILE, "codecs"):
             path = stage / name
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
     inputs = prepare_inputs(cfg, model, meta, splits, stage)
@@ -113,26 +115,29 @@ def _subset(labels: np.ndarray, n: int | None, seed: int, stream: int) -> np.nda
 
 def prepare_inputs(cfg: ExperimentConfig, model: torch.nn.Module, meta: dict[str, Any], splits: Any,
                    stage: Path) -> SweepInputs:
-    """Split tensors of the train/val/test subsets and the channel ranking, cached in the stage folder."""
+    """Split tensors of the train/val/test subsets (as shards) and the channel ranking, cached in
+    the stage folder."""
+    from data_pipelines.shards import INDEX_FILE, SplitArray
     from data_pipelines.split_tensors import extract_split_tensors, png_sizes
 
     c = cfg.codecs
     cache = stage / TENSORS_FILE
-    if cache.exists():
-        tensors = load_file(str(cache))
+    names = ("train", "val", "test")
+    if cache.exists() and all((stage / SHARDS / n / INDEX_FILE).exists() for n in names):
+        tensors = {**load_file(str(cache)), **{f"{n}_z": SplitArray.open(stage / SHARDS / n) for n in names}}
     else:
         head, tail = split_resnet(model.eval(), c.split)
         tensors = {}
-        for name, split, n, stream in (("train", splits.train, c.train_samples, 101),
-                                       ("val", splits.val, c.val_samples, 102),
-                                       ("test", splits.test, c.test_samples, 103)):
+        for name, split, n, stream in zip(names, (splits.train, splits.val, splits.test),
+                                          (c.train_samples, c.val_samples, c.test_samples), (101, 102, 103)):
             idx = _subset(split.labels, n, cfg.seed, stream)
-            tensors[f"{name}_z"], tensors[f"{name}_y"] = extract_split_tensors(head, split, idx)
+            tensors[f"{name}_z"], tensors[f"{name}_y"] = extract_split_tensors(head, split, idx,
+                                                                               stage / SHARDS / name)
             if name == "test":
                 tensors["test_png"] = torch.from_numpy(png_sizes(split, idx))
-        # the clean tail's logits: every trial distils them, so they are computed once here
-        tensors["train_teacher"] = teacher_logits(tail, tensors["train_z"])
-        save_file(tensors, str(cache))
+        if needs_teacher(c):  # the clean tail's logits: every trial distils them, so computed once here
+            tensors["train_teacher"] = teacher_logits(tail, tensors["train_z"])
+        save_file({k: v for k, v in tensors.items() if isinstance(v, torch.Tensor)}, str(cache))
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     inputs = SweepInputs(meta.get("arch", "resnet18"), int(meta.get("num_classes", splits.num_classes)),
                          meta.get("dataset", splits.name), cfg.data.input_size, c.split, state, tensors, None)
@@ -230,7 +235,7 @@ def _trial(config: dict[str, Any], shared: dict[str, Any]) -> None:
 
         start = earlier["steps_done"] if earlier else 0
         if start < FINISHED:
-            trained = train_codec(codec, tail, t["train_z"], t["train_y"], cfg, seed, log, t["train_teacher"],
+            trained = train_codec(codec, tail, t["train_z"], t["train_y"], cfg, seed, log, t.get("train_teacher"),
                                   start=start, on_step=checkpoint)
             val_acc = accuracy(codec, tail, t["val_z"], t["val_y"])
             blob = save_codec(codec, spec, inputs.shape, tail, trained)
@@ -348,7 +353,7 @@ def measure_points(cfg: ExperimentConfig, inputs: SweepInputs, blobs: list[bytes
     t = inputs.tensors
     backbone = ray.put({"arch": inputs.arch, "num_classes": inputs.num_classes, "split": inputs.split,
                         "state": inputs.state})
-    ds = split_tensor_dataset(t["test_z"].numpy(), t["test_y"].numpy(), blocks=4 * c.measure_workers)
+    ds = split_tensor_dataset(t["test_z"], t["test_y"].numpy(), blocks=4 * c.measure_workers)
     kwargs = {"backbone": backbone, "codecs": ray.put(blobs), "eval_snr_db": _eval_snrs(c),
               "bnpp_variants": c.bottlenetpp.entropy_coded, "seed": cfg.seed}
     return measure_dataset(ds, CodecMeasurer, kwargs, c.measure_workers, c.measure_batch_size)
