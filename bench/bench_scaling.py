@@ -38,7 +38,7 @@ def loopback_cluster(nodes: int, cpus_per_node: int) -> Iterator[str]:
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "port": _free_port(), "include_dashboard": False, "object_store_memory": 200 * 2**20})
+        "num_cpus": 0, "gcs_server_port": _free_port(), "include_dashboard": False, "object_store_memory": 200 * 2**20})
     try:
         for _ in range(nodes):
             cluster.add_node(num_cpus=cpus_per_node, object_store_memory=200 * 2**20)

@@ -107,17 +107,17 @@ def main() -> None:
         print(json.dumps(one_size(args.one, args.workdir)))
         return
     rows = []
+    print(f"{'tensors':>8} {'seconds':>8} {'driver MiB':>11} {'trial MiB':>10} {'other workers MiB':>18}", flush=True)
     for n in args.sizes:
         with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
             done = subprocess.run([sys.executable, __file__, "--one", str(n), "--workdir", tmp],
                                   capture_output=True, text=True, check=False)
         if done.returncode != 0:
             sys.exit(f"size {n} failed:\n{done.stderr[-3000:]}")
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    print(f"{'tensors':>8} {'seconds':>8} {'driver MiB':>11} {'trial MiB':>10} {'other workers MiB':>18}")
-    for r in rows:
+        r = json.loads(done.stdout.strip().splitlines()[-1])
+        rows.append(r)
         print(f"{r['n']:>8} {r['seconds']:>8.1f} {r['driver_mib']:>11.0f} {r['trial_mib']:>10.0f} "
-              f"{r['other_workers_mib']:>18.0f}")
+              f"{r['other_workers_mib']:>18.0f}", flush=True)
     first, last = rows[0], rows[-1]
     for key in ("driver_mib", "trial_mib", "other_workers_mib"):
         growth = 100 * (last[key] / max(first[key], 1e-9) - 1)
