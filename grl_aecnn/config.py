@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from grl_aecnn.backbone.split_points import SPLIT_CHANNELS
+from grl_aecnn.backbone.split_points import SPLIT_CHANNELS, split_points
 from grl_aecnn.input_files import MAX_BYTES, BadFile, load_yaml, read_text
 from grl_aecnn.settings_base import MAX_SEED, Section
 from grl_aecnn.codecs.settings import CodecsConfig
@@ -54,7 +54,8 @@ class DataConfig(Section):
 
 
 class BackboneConfig(Section):
-    arch: Literal["resnet18", "resnet50"] = "resnet18"
+    arch: Literal["resnet18", "resnet50", "mobilenet_v2", "efficientnet_b0"] = Field(
+        "resnet18", description="torchvision CNN family; codecs.split names one of its split points.")
     pretrained: bool = Field(False, description="Load torchvision ImageNet weights (needs internet).")
     epochs: int = Field(3, ge=1, le=10_000)
     batch_size: int = Field(128, ge=1, le=65_536)
@@ -89,7 +90,8 @@ class ExperimentConfig(Section):
                       description="Run folder name: letters, digits, '.', '_', '-' (no '/', no '..').")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="Master seed, 0 .. 2**32-1.")
     output_dir: str = Field("outputs", pattern=NON_EMPTY,
-                            description="Root folder (not empty); the run writes to <output_dir>/<name>/.")
+                            description="Root folder (not empty) or object-store URI (s3://bucket/prefix, gs://...); "
+                                        "the run writes to <output_dir>/<name>/.")
     data: DataConfig = DataConfig()
     backbone: BackboneConfig = BackboneConfig()
     codecs: CodecsConfig = CodecsConfig()
@@ -106,6 +108,9 @@ class ExperimentConfig(Section):
         if ".." in self.name:
             raise ValueError(f"name: {self.name!r} must not contain '..' (it names a folder inside output_dir)")
         arch, split = self.backbone.arch, self.codecs.split
+        if split not in split_points(arch):
+            raise ValueError(f"codecs.split: {split!r} is not a split point of {arch} "
+                             f"(allowed: {', '.join(split_points(arch))})")
         channels = SPLIT_CHANNELS[arch][split]
         too_many = [k for k in self.codecs.aecnn.kept_channels if k > channels]
         if too_many:
@@ -125,10 +130,20 @@ class ExperimentConfig(Section):
     # -- derived locations -------------------------------------------------------------
     @property
     def run_dir(self) -> Path:
-        root = Path(self.output_dir)
+        """The local run folder: ``<output_dir>/<name>``, or its mirror when output_dir is a store URI."""
+        from grl_aecnn.storage import is_uri, mirror_root
+
+        root = mirror_root(self.output_dir) if is_uri(self.output_dir) else Path(self.output_dir)
         if not root.is_absolute():
             root = Path.cwd() / root
         return root / self.name
+
+    @property
+    def run_location(self) -> str:
+        """Where the run lives, as users name it: the store URI, else the absolute local folder."""
+        from grl_aecnn.storage import is_uri, join
+
+        return join(self.output_dir, self.name) if is_uri(self.output_dir) else str(self.run_dir.resolve())
 
     def stage_dir(self, stage: str) -> Path:
         path = self.run_dir / stage
