@@ -63,8 +63,9 @@ def sampling(cfg: ExperimentConfig, runners: int, steps: int) -> float:
     return sampling_steps_per_s(cfg, env_cfg, runners, steps)
 
 
-def codec_trials(cfg: ExperimentConfig, concurrent: int) -> tuple[float, int]:
-    """(codec trials completed per minute, trials) of the tiny preset's points."""
+def codec_trials(cfg: ExperimentConfig, concurrent: int) -> tuple[float, int, int]:
+    """(codec trials completed per minute, trials, distinct nodes they trained on) of the tiny
+    preset's points."""
     import torch
 
     from data_pipelines.datasets import load_splits
@@ -82,8 +83,9 @@ def codec_trials(cfg: ExperimentConfig, concurrent: int) -> tuple[float, int]:
     inputs = prepare_inputs(cfg, model, meta, splits, stage)
     specs = point_specs(cfg.codecs, inputs.importance, inputs.shape[0])
     start = time.perf_counter()
-    run_trials(cfg, inputs, specs, stage, resume=False)
-    return 60 * len(specs) / (time.perf_counter() - start), len(specs)
+    _, nodes = run_trials(cfg, inputs, specs, stage, resume=False)
+    used = {node for point_nodes in nodes.values() for node in point_nodes}
+    return 60 * len(specs) / (time.perf_counter() - start), len(specs), len(used)
 
 
 def main() -> None:
@@ -103,10 +105,10 @@ def main() -> None:
                                        "codecs.cpus_per_trial=1", *args.overrides])
             with loopback_cluster(nodes, args.cpus_per_node):
                 steps_s = sampling(cfg, workers, args.steps)
-                trials_min, trials = codec_trials(cfg, workers)
+                trials_min, trials, used = codec_trials(cfg, workers)
             rows.append((nodes, steps_s, trials_min))
             print(f"{nodes} worker node(s): {steps_s:,.0f} env steps/s ({workers} env runners), "
-                  f"{trials_min:.1f} codec trials/min ({trials} trials, {workers} at a time)", flush=True)
+                  f"{trials_min:.1f} codec trials/min ({trials} trials, {workers} at a time, on {used} node(s))", flush=True)
     base = rows[0]
     for nodes, steps_s, trials_min in rows[1:]:
         print(f"{nodes} vs {base[0]} node(s): sampling x{steps_s / base[1]:.2f}, codec trials x{trials_min / base[2]:.2f} "
