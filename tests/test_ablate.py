@@ -179,3 +179,35 @@ def test_entropy_ablation_end_to_end_on_digits(ray_local, tiny_config, tmp_path)
     # raw: exactly k*H*W*b bits of payload per sample, every sample the same size
     assert got["raw", 0].payload_bytes == got["raw", 1].payload_bytes
     assert len(list((tmp_path / "abl" / "tune").glob("*"))) >= 2  # a Tune experiment, one trial per seed
+
+
+def test_trial_specs_change_only_the_ablated_mechanism(split_data):
+    from grl_aecnn.ablate.experiment import trial_specs
+    from grl_aecnn.codecs.sweep import SweepInputs
+
+    tail, z, y = split_data
+    model = build_model("resnet18", 10)
+    tensors = {"train_z": z, "train_y": y}
+    inputs = SweepInputs("resnet18", 10, "digits", 32, "stem", model.state_dict(), tensors, None)
+    cfg = _cfg()
+    cfg = cfg.model_copy(update={"codecs": cfg.codecs.model_copy(update={"batch_size": 16})})
+    seeds = seeds_of(cfg, 2)
+
+    def specs(**kw):
+        return {s["id"]: s for s in trial_specs(AblationConfig(seeds=2, kept_channels=3, **kw), cfg, inputs)}
+
+    recovery = specs(mechanism="recovery", rows=["learned", "mean"])
+    assert sorted(recovery) == ["learned-s0", "learned-s1", "mean-s0", "mean-s1"]
+    assert recovery["mean-s1"]["recovery"] == "mean" and recovery["mean-s1"]["seed"] == seeds[1]
+    # same seed: same CBAM ranking, so the rows differ only in recovery
+    assert recovery["mean-s0"]["channels"] == recovery["learned-s0"]["channels"]
+    assert len(recovery["mean-s0"]["channels"]) == 3
+    schedule = specs(mechanism="schedule")
+    s = cfg.codecs.schedule
+    assert schedule["end_to_end-s0"]["codecs"]["schedule"] == {"attention": s.attention, "feature": 0.0,
+                                                                "codec": 0.0, "joint": s.codec + s.joint}
+    assert "codecs" not in schedule["staged-s0"]
+    assert sorted(specs(mechanism="entropy")) == ["cell-s0", "cell-s1"]  # one trained codec per seed
+    selection = specs(mechanism="selection", rows=["cbam", "l1", "random"])
+    assert selection["l1-s0"]["channels"] == selection["l1-s1"]["channels"]  # training-free and deterministic
+    assert selection["random-s0"]["channels"] != selection["random-s1"]["channels"]

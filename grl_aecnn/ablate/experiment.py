@@ -104,6 +104,7 @@ def run_ablation(abl: AblationConfig, cfg: ExperimentConfig, model: Any, meta: d
     from grl_aecnn.runtime import init_ray
 
     init_ray(cfg)
+    out.mkdir(parents=True, exist_ok=True)
     no_ranking = cfg.model_copy(update={"codecs": cfg.codecs.model_copy(update={"train": []})})
     inputs = prepare_inputs(no_ranking, model, meta, splits, out)
     specs = trial_specs(abl, cfg, inputs)
