@@ -118,10 +118,10 @@ def test_training_free_rankings_pick_what_they_say(split_data):
     assert seeds_of(_cfg(), 3) == seeds_of(_cfg(), 3) and len(set(seeds_of(_cfg(), 3))) == 3
 
 
-def _cfg():
+def _cfg(*overrides: str):
     from grl_aecnn.config import load_config
 
-    return load_config("tiny")
+    return load_config("tiny", list(overrides))
 
 
 def test_fill_recovery_and_raw_packing_round_trip(split_data):
@@ -189,12 +189,12 @@ def test_trial_specs_change_only_the_ablated_mechanism(split_data):
     model = build_model("resnet18", 10)
     tensors = {"train_z": z, "train_y": y}
     inputs = SweepInputs("resnet18", 10, "digits", 32, "stem", model.state_dict(), tensors, None)
-    cfg = _cfg()
-    cfg = cfg.model_copy(update={"codecs": cfg.codecs.model_copy(update={"batch_size": 16})})
-    seeds = seeds_of(cfg, 2)
-
     def specs(**kw):
-        return {s["id"]: s for s in trial_specs(AblationConfig(seeds=2, kept_channels=3, **kw), cfg, inputs)}
+        abl = AblationConfig(seeds=2, kept_channels=3, **kw)
+        return {s["id"]: s for s in trial_specs(abl, _cfg(*abl.overrides(), "codecs.batch_size=16"), inputs)}
+
+    cfg = _cfg()
+    seeds = seeds_of(cfg, 2)
 
     recovery = specs(mechanism="recovery", rows=["learned", "mean"])
     assert sorted(recovery) == ["learned-s0", "learned-s1", "mean-s0", "mean-s1"]

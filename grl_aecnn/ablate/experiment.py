@@ -29,7 +29,6 @@ from safetensors.torch import save as st_save
 
 from grl_aecnn.ablate.selection import channel_importance
 from grl_aecnn.ablate.settings import ROWS, AblationConfig
-from grl_aecnn.codecs.aecnn import top_channels
 from grl_aecnn.codecs.store import _metadata, load_codec, point_specs
 from grl_aecnn.codecs.sweep import SweepInputs, _tail, measure_points, prepare_inputs, run_trials
 from grl_aecnn.config import ExperimentConfig
@@ -72,8 +71,7 @@ def trial_specs(abl: AblationConfig, cfg: ExperimentConfig, inputs: SweepInputs)
             if (method, seed) not in rankings:
                 rankings[(method, seed)] = channel_importance(method, tail, t["train_z"], t["train_y"], c, seed)
             base = point_specs(c, rankings[(method, seed)], inputs.shape[0])[0]
-            spec = {**base, "id": point_id(row, i), "seed": seed,
-                    "channels": list(top_channels(rankings[(method, seed)], abl.kept_channels))}
+            spec = {**base, "id": point_id(row, i), "seed": seed}  # base keeps the ranking's top k
             if abl.mechanism == "recovery":
                 spec["recovery"] = row
             if abl.mechanism == "schedule" and row == "end_to_end":

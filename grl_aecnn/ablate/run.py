@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +105,7 @@ def execute(p: Plan, fresh: bool) -> Path:
         rows = report.build_table(p.ablation, trials)
         (p.out / TABLE_MD).write_text(report.markdown(p.ablation, p.name, rows))
         (p.out / TABLE_JSON).write_text(json.dumps({"rows": report.as_records(rows),
-                                                    "trials": [t.__dict__ for t in trials]}, indent=1))
+                                                    "trials": [asdict(t) for t in trials]}, indent=1))
         report.plot(p.ablation, p.name, rows, p.out / PLOT)
         for f in (TABLE_MD, TABLE_JSON, PLOT):
             mlflow.log_artifact(str(p.out / f), "ablation")
