@@ -74,7 +74,10 @@ def _run(args: argparse.Namespace, resume: bool, stop_after: str | None = None, 
     from grl_aecnn.pipeline import run_pipeline
     from grl_aecnn.preflight import check_run_inputs
 
+    from grl_aecnn.storage import pull
+
     cfg = _config(args)
+    pull(cfg)
     check_run_inputs(cfg, resume, stop_after, only)
     run_pipeline(cfg, resume=resume, stop_after=stop_after, only=only)
     return 0
@@ -164,8 +167,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from grl_aecnn.export import export_run
+    from grl_aecnn.storage import pull
 
     cfg = _config(args)
+    pull(cfg)
     out = Path(args.out) if args.out else cfg.run_dir / "export"
     manifest = export_run(cfg, out, codecs=args.codec or None, policies=args.policy or None)
     print(f"exported {len(manifest['codecs'])} codec point(s) and {len(manifest['policies'])} policy(ies) to {out}")
@@ -249,6 +254,7 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from grl_aecnn.runtime import configure_process
+    from grl_aecnn.storage import StoreUnavailable
     from grl_aecnn.tracking import TrackingUnavailable
 
     parser = build_parser()
@@ -262,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     except BAD_INPUT as err:
         print(f"grl-aecnn: {one_line(err)}", file=sys.stderr)
         return EXIT_CONFIG
-    except TrackingUnavailable as err:
+    except (TrackingUnavailable, StoreUnavailable) as err:
         print(f"grl-aecnn: {one_line(err)}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except KeyboardInterrupt:

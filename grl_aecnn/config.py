@@ -90,7 +90,8 @@ class ExperimentConfig(Section):
                       description="Run folder name: letters, digits, '.', '_', '-' (no '/', no '..').")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="Master seed, 0 .. 2**32-1.")
     output_dir: str = Field("outputs", pattern=NON_EMPTY,
-                            description="Root folder (not empty); the run writes to <output_dir>/<name>/.")
+                            description="Root folder (not empty) or object-store URI (s3://bucket/prefix, gs://...); "
+                                        "the run writes to <output_dir>/<name>/.")
     data: DataConfig = DataConfig()
     backbone: BackboneConfig = BackboneConfig()
     codecs: CodecsConfig = CodecsConfig()
@@ -129,10 +130,20 @@ class ExperimentConfig(Section):
     # -- derived locations -------------------------------------------------------------
     @property
     def run_dir(self) -> Path:
-        root = Path(self.output_dir)
+        """The local run folder: ``<output_dir>/<name>``, or its mirror when output_dir is a store URI."""
+        from grl_aecnn.storage import is_uri, mirror_root
+
+        root = mirror_root(self.output_dir) if is_uri(self.output_dir) else Path(self.output_dir)
         if not root.is_absolute():
             root = Path.cwd() / root
         return root / self.name
+
+    @property
+    def run_location(self) -> str:
+        """Where the run lives, as users name it: the store URI, else the absolute local folder."""
+        from grl_aecnn.storage import is_uri, join
+
+        return join(self.output_dir, self.name) if is_uri(self.output_dir) else str(self.run_dir.resolve())
 
     def stage_dir(self, stage: str) -> Path:
         path = self.run_dir / stage

@@ -3,7 +3,8 @@
 A stage is a function ``(cfg, resume) -> summary dict``. When it finishes, the pipeline
 writes ``<run_dir>/<stage>/stage.json`` with the hash of the config sections it depends
 on and its MLflow run; a later run with the same hash reuses it instead of training again
-(and tags its own run with the one that produced the stage). A resumed pipeline continues the
+(and tags its own run with the one that produced the stage). On an object store the finished
+stage is then pushed there (``grl_aecnn.storage``). A resumed pipeline continues the
 MLflow runs its interrupted attempt started, after closing as KILLED those a kill left RUNNING.
 """
 
@@ -48,11 +49,24 @@ def finished_summary(cfg: ExperimentConfig, stage: str) -> dict[str, Any] | None
     return record.get("summary", {})
 
 
+def run_relative(value: Any, run_dir: str) -> Any:
+    """``value`` with every path inside the run folder made relative to it (stage.json stays
+    valid when the run moves, e.g. to or from an object store)."""
+    if isinstance(value, dict):
+        return {k: run_relative(v, run_dir) for k, v in value.items()}
+    if isinstance(value, list):
+        return [run_relative(v, run_dir) for v in value]
+    if isinstance(value, str) and value.startswith(run_dir + "/"):
+        return value[len(run_dir) + 1:]
+    return value
+
+
 def mark_finished(cfg: ExperimentConfig, stage: str, summary: dict[str, Any], seconds: float,
                   run_id: str | None = None) -> None:
     marker = cfg.stage_dir(stage) / MARKER
-    marker.write_text(json.dumps({"hash": cfg.stage_hash(stage), "seconds": round(seconds, 1),
-                                  "mlflow_run_id": run_id, "summary": summary}, indent=2, default=str))
+    record = {"hash": cfg.stage_hash(stage), "seconds": round(seconds, 1), "mlflow_run_id": run_id,
+              "summary": run_relative(json.loads(json.dumps(summary, default=str)), str(cfg.run_dir))}
+    marker.write_text(json.dumps(record, indent=2))
 
 
 def _producing_run(cfg: ExperimentConfig, stage: str) -> str | None:
@@ -64,11 +78,11 @@ def _producing_run(cfg: ExperimentConfig, stage: str) -> str | None:
 
 def run_stage(cfg: ExperimentConfig, stage: str, resume: bool = True, force: bool = False) -> dict[str, Any]:
     """Run one stage (or reuse it when finished with the same config and ``force`` is False)."""
-    from grl_aecnn import tracking
+    from grl_aecnn import storage, tracking
 
     done = finished_summary(cfg, stage) if resume and not force else None
     if done is not None:
-        print(f"[{stage}] reusing finished stage in {cfg.run_dir / stage}")
+        print(f"[{stage}] reusing finished stage in {cfg.run_location}/{stage}")
         tracking.link_reused_stage(stage, _producing_run(cfg, stage))
         return done
     fn = _resolve(dict(STAGES)[stage])
@@ -80,6 +94,7 @@ def run_stage(cfg: ExperimentConfig, stage: str, resume: bool = True, force: boo
         summary = fn(cfg, resume)
     seconds = time.perf_counter() - start
     mark_finished(cfg, stage, summary, seconds, run.info.run_id)
+    storage.push_stage(cfg, stage)
     print(f"[{stage}] finished in {seconds:.0f} s")
     return summary
 
@@ -110,5 +125,7 @@ def run_pipeline(cfg: ExperimentConfig, resume: bool = True, stop_after: str | N
             if stage == (stop_after or only):
                 break
         tracking.setup(cfg).log_metric("pipeline_seconds", time.perf_counter() - start)
-    print(f"done in {time.perf_counter() - start:.0f} s; results in {cfg.run_dir}; MLflow run {parent.info.run_id}")
+    # A trial whose node died before its first checkpoint was retried in a new run; its own stays RUNNING.
+    tracking.close_killed_runs(cfg)
+    print(f"done in {time.perf_counter() - start:.0f} s; results in {cfg.run_location}; MLflow run {parent.info.run_id}")
     return summaries

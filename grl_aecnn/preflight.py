@@ -9,6 +9,7 @@ from pathlib import Path
 from grl_aecnn.config import ExperimentConfig
 from grl_aecnn.input_files import BadFile
 from grl_aecnn.pipeline import STAGE_NAMES, finished_summary
+from grl_aecnn.profile import ProfileError
 
 DATA_STAGES = ("backbone", "codecs")
 
@@ -50,7 +51,15 @@ def check_sweep(cfg: ExperimentConfig) -> None:
 
 def check_run_inputs(cfg: ExperimentConfig, resume: bool, stop_after: str | None = None,
                      only: str | None = None) -> None:
-    """Raise DatasetNotFound or BadFile for inputs the stages about to run would fail on."""
+    """Raise DatasetNotFound or BadFile for inputs the stages about to run would fail on; a run on
+    an object store is named by its URI, not by its local mirror."""
+    try:
+        _check_run_inputs(cfg, resume, stop_after, only)
+    except (BadFile, ProfileError) as err:
+        raise type(err)(str(err).replace(str(cfg.run_dir), cfg.run_location)) from None
+
+
+def _check_run_inputs(cfg: ExperimentConfig, resume: bool, stop_after: str | None, only: str | None) -> None:
     todo = stages_to_run(cfg, resume, stop_after, only)
     if any(stage in todo for stage in DATA_STAGES):
         from data_pipelines.datasets import check_available

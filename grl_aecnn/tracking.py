@@ -131,7 +131,7 @@ def _resumable_run(cfg: "ExperimentConfig", folder: Path, name: str, run_name: s
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, nested=nested) as run:
         if run_id is None:
             record_run(folder / RUNS_FILE, name, run.info.run_id)
-            mlflow.set_tags({RUN_DIR_TAG: str(cfg.run_dir.resolve()), **tags})
+            mlflow.set_tags({RUN_DIR_TAG: cfg.run_location, **tags})
             log_config(cfg)
         else:
             print(f"[{name}] continuing MLflow run {run_id}")
@@ -160,7 +160,7 @@ def close_killed_runs(cfg: "ExperimentConfig") -> int:
     client = mlflow.tracking.MlflowClient()
     experiment = mlflow.get_experiment_by_name(cfg.tracking.experiment)
     runs = client.search_runs([experiment.experiment_id], max_results=10_000,
-                              filter_string=f"tags.`{RUN_DIR_TAG}` = '{cfg.run_dir.resolve()}' and attributes.status = 'RUNNING'")
+                              filter_string=f"tags.`{RUN_DIR_TAG}` = '{cfg.run_location}' and attributes.status = 'RUNNING'")
     for run in runs:
         client.set_terminated(run.info.run_id, "KILLED")
     return len(runs)
@@ -174,10 +174,10 @@ def link_reused_stage(stage: str, run_id: str | None) -> None:
         mlflow.set_tag(REUSED_TAG + stage, run_id)
 
 
-def child_run_tags(run_dir: Path) -> dict[str, Any]:
+def child_run_tags(location: str) -> dict[str, Any]:
     """Tags that nest a run started elsewhere (a Tune trial) under the active run, and name
-    its run folder (so a resumed run closes it if a kill left it RUNNING)."""
+    its run's location (``cfg.run_location``: so a resumed run closes it if a kill left it RUNNING)."""
     import mlflow
 
     active = mlflow.active_run()
-    return {**({"mlflow.parentRunId": active.info.run_id} if active else {}), RUN_DIR_TAG: str(run_dir.resolve())}
+    return {**({"mlflow.parentRunId": active.info.run_id} if active else {}), RUN_DIR_TAG: location}

@@ -1,4 +1,5 @@
-"""Real servers on 127.0.0.1 for integration tests: an `mlflow server` and a `ray start --head`.
+"""Real servers on 127.0.0.1 for integration tests: an `mlflow server`, a `ray start --head` and an
+S3-compatible object store (`moto_server`).
 
 Each starts in its own session and is stopped by killing exactly the processes of that session
 and their descendants (never `ray stop`, which would stop every Ray on the machine).
@@ -18,7 +19,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import psutil
 import pytest
@@ -152,3 +153,60 @@ def mlflow_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     """One real tracking server for the session (about 0.5 GB; tests use their own experiments)."""
     with mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as url:
         yield url
+
+
+@dataclasses.dataclass(frozen=True)
+class S3Store:
+    """An S3-compatible server on loopback and the environment that reaches it."""
+
+    endpoint: str
+    env: dict[str, str]
+
+    def client(self) -> Any:
+        """A boto3 S3 client of this server."""
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                            aws_secret_access_key="testing")
+
+    def create_bucket(self, name: str) -> str:
+        self.client().create_bucket(Bucket=name)
+        return f"s3://{name}"
+
+    def read(self, bucket: str, key: str) -> bytes:
+        return self.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        """The object keys (files) in ``bucket`` under ``prefix``."""
+        client = self.client()
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return sorted(item["Key"] for page in pages for item in page.get("Contents", [])
+                      if not item["Key"].endswith("/"))  # pyarrow's folder markers
+
+
+@contextlib.contextmanager
+def s3_server(root: Path, timeout_s: float = 60.0) -> Iterator[S3Store]:
+    """`moto_server` (moto's S3-compatible server mode) on a free loopback port."""
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = root / "moto-server.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                                env=server_env(), stdout=out, stderr=subprocess.STDOUT, cwd=root,
+                                start_new_session=True)
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        wait_http(f"{endpoint}/moto-api/", proc, timeout_s, log)
+        yield S3Store(endpoint, {"AWS_ENDPOINT_URL": endpoint, "MLFLOW_S3_ENDPOINT_URL": endpoint,
+                                 "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                                 "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
+                                 "AWS_EC2_METADATA_DISABLED": "true"})
+    finally:
+        kill_session(proc)
+
+
+@pytest.fixture(scope="session")
+def s3_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Store]:
+    """One S3-compatible server for the session (tests use their own buckets)."""
+    with s3_server(tmp_path_factory.mktemp("s3-server")) as store:
+        yield store

@@ -59,6 +59,8 @@ def test_rayjob_manifest_runs_the_quick_pipeline() -> None:
     spec = job["spec"]
     _check_command(spec["entrypoint"])
     assert "run --config quick" in spec["entrypoint"]
+    assert "output_dir=s3://" in spec["entrypoint"]  # a bucket, not a shared mount
+    assert "persistentVolumeClaim" not in (PLATFORM / "rayjob.yaml").read_text()
     cluster = spec["rayClusterSpec"]
     assert cluster["headGroupSpec"]["template"]["spec"]["containers"]
     assert cluster["workerGroupSpecs"][0]["template"]["spec"]["containers"]

@@ -106,7 +106,7 @@ def run_ablation(abl: AblationConfig, cfg: ExperimentConfig, model: Any, meta: d
     no_ranking = cfg.model_copy(update={"codecs": cfg.codecs.model_copy(update={"train": []})})
     inputs = prepare_inputs(no_ranking, model, meta, splits, out)
     specs = trial_specs(abl, cfg, inputs)
-    blobs = run_trials(cfg, inputs, specs, out, resume)
+    blobs, _ = run_trials(cfg, inputs, specs, out, resume)  # (weights, nodes of each point)
     if abl.mechanism == "entropy":
         blobs.update({point_id(row, i): entropy_variant(blobs[point_id(abl.paper, i)], row, i, inputs)
                       for row in abl.rows[1:] for i in range(abl.seeds)})

@@ -2,7 +2,8 @@
 
 Each Ray Train worker loads the dataset itself (small datasets live in memory), trains on its
 shard with SGD + Nesterov and a one-cycle schedule, and reports every epoch with a checkpoint.
-Ray Train keeps the checkpoints under ``<stage_dir>/ray_train`` and, when the trainer is
+Ray Train keeps the checkpoints under ``<stage_dir>/ray_train`` (on the run's object store when it
+has one) and, when the trainer is
 started again with the same run name, hands the latest one back through
 ``ray.train.get_checkpoint()``: that is how ``resume=True`` continues a killed run at the
 next epoch. A checkpoint holds safetensors and JSON only, so loading one runs no code (Ray
@@ -200,17 +201,21 @@ def _fingerprint(cfg: "ExperimentConfig") -> dict[str, Any]:
             "checkpoint_format": CHECKPOINT_FORMAT}
 
 
-def _prepare_storage(storage: Path, fingerprint: dict[str, Any], resume: bool) -> None:
-    """Keep earlier checkpoints only when resuming the same training (same data and optimiser)."""
+def _prepare_storage(storage: Path, fingerprint: dict[str, Any], resume: bool) -> bool:
+    """Keep earlier checkpoints only when resuming the same training (same data and optimiser);
+    True when earlier ones were deleted."""
     marker = storage / FINGERPRINT_FILE
+    deleted = False
     if storage.exists():
         same = marker.exists() and json.loads(marker.read_text()) == fingerprint
         if resume and not same:
             print("[backbone] settings changed since the last checkpoint: starting over")
         if not (resume and same):
             shutil.rmtree(storage)
+            deleted = True
     storage.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps(fingerprint, indent=2))
+    return deleted
 
 
 def _last_epoch(run_folder: Path) -> int:
@@ -246,6 +251,7 @@ def train_backbone(cfg: "ExperimentConfig", resume: bool) -> dict[str, Any]:
 
     from grl_aecnn.models.logged import log_backbone_model
     from grl_aecnn.runtime import init_ray
+    from grl_aecnn.storage import push, ray_storage_path, remove
 
     bb = cfg.backbone
     stage = cfg.stage_dir("backbone")
@@ -254,7 +260,9 @@ def train_backbone(cfg: "ExperimentConfig", resume: bool) -> dict[str, Any]:
     print(f"[backbone] {bb.arch} on {splits.name} {data_cfg.input_size}px, splits {splits.sizes()}, "
           f"{bb.epochs} epochs, {bb.num_workers} worker(s)")
     storage = stage / "ray_train"
-    _prepare_storage(storage, _fingerprint(cfg), resume)
+    if _prepare_storage(storage, _fingerprint(cfg), resume):
+        remove(cfg, storage)  # the store's copy of the deleted checkpoints goes too
+    push(cfg, storage / FINGERPRINT_FILE)
     resumed_from = _last_epoch(storage / RUN_NAME)
 
     init_ray(cfg)
@@ -264,7 +272,7 @@ def train_backbone(cfg: "ExperimentConfig", resume: bool) -> dict[str, Any]:
                            "seed": cfg.seed},
         scaling_config=ScalingConfig(num_workers=bb.num_workers, use_gpu=bb.use_gpu,
                                      resources_per_worker={"CPU": bb.cpus_per_worker}),
-        run_config=RunConfig(name=RUN_NAME, storage_path=str(storage),
+        run_config=RunConfig(name=RUN_NAME, storage_path=ray_storage_path(cfg, storage),
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
                              failure_config=FailureConfig(max_failures=bb.max_failures)),
     )

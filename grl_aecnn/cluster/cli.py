@@ -27,9 +27,9 @@ with MLFLOW_TRACKING_URI passed through. The cluster's Python must have the depe
 
 examples:
   export RAY_ADDRESS=http://127.0.0.1:8265 MLFLOW_TRACKING_URI=http://127.0.0.1:5000
-  grl-aecnn submit --follow -- run --config quick --set output_dir=/shared/outputs
+  grl-aecnn submit --follow -- run --config quick --set output_dir=s3://my-bucket/runs
   grl-aecnn submit -- train-backbone --config paper --set backbone.use_gpu=true
-  grl-aecnn submit -- resume /shared/outputs/quick
+  grl-aecnn submit -- resume s3://my-bucket/runs/quick
 """
 
 RESUME_HELP = """\
@@ -39,6 +39,7 @@ Continue an interrupted pipeline run: re-run it with the config it saved in
 examples:
   grl-aecnn resume quick                      # outputs/quick
   grl-aecnn resume /shared/outputs/paper --stop-after codecs
+  grl-aecnn resume s3://my-bucket/runs/quick  # a run on an object store (AWS_ENDPOINT_URL for MinIO etc.)
 """
 
 
@@ -123,9 +124,13 @@ def _preflight(parsed: argparse.Namespace) -> str | None:
     else:
         print("grl-aecnn: warning: MLFLOW_TRACKING_URI is not set, so the job logs to an sqlite store in its "
               "temporary working dir on the cluster; point it at a shared `mlflow server`", file=sys.stderr)
-    if cfg is not None and not Path(cfg.output_dir).is_absolute():
+    from grl_aecnn import storage
+
+    if cfg is not None and storage.is_uri(cfg.output_dir):
+        storage.check(cfg.output_dir)
+    elif cfg is not None and not Path(cfg.output_dir).is_absolute():
         print(f"grl-aecnn: warning: output_dir {cfg.output_dir!r} is relative, so outputs stay in the job's "
-              "temporary working dir; set --set output_dir=/shared/path", file=sys.stderr)
+              "temporary working dir; set --set output_dir=s3://bucket/prefix", file=sys.stderr)
     return uri
 
 
@@ -207,15 +212,22 @@ def cmd_jobs_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from grl_aecnn.cluster.resume import find_run, run_config
+    from grl_aecnn import storage
+    from grl_aecnn.cluster.resume import find_run, remote_run_config, run_config
     from grl_aecnn.pipeline import run_pipeline
 
     from grl_aecnn.uris import fetch_run_config, is_reference
 
-    run_dir = fetch_run_config(args.run, Path(args.output_dir)) if is_reference(args.run) else \
-        find_run(args.run, args.output_dir)
-    print(f"resuming {run_dir}")
-    run_pipeline(run_config(run_dir, args.overrides), resume=True, stop_after=args.stop_after)
+    if storage.is_uri(args.run) or storage.is_uri(args.output_dir) and not is_reference(args.run):
+        uri = args.run if storage.is_uri(args.run) else storage.join(args.output_dir, args.run)
+        cfg = remote_run_config(uri, args.overrides)
+    else:
+        run_dir = fetch_run_config(args.run, Path(args.output_dir)) if is_reference(args.run) else \
+            find_run(args.run, args.output_dir)
+        cfg = run_config(run_dir, args.overrides)
+    print(f"resuming {cfg.run_location}")
+    storage.pull(cfg)
+    run_pipeline(cfg, resume=True, stop_after=args.stop_after)
     return 0
 
 
@@ -260,9 +272,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("resume", help="continue an interrupted pipeline run from its saved config",
                        description=RESUME_HELP, formatter_class=raw)
-    p.add_argument("run", metavar="RUN", help="a run folder, a run name under --output-dir, or an MLflow run id "
+    p.add_argument("run", metavar="RUN", help="a run folder or store URI (s3://bucket/prefix/<name>), a run name "
+                   "under --output-dir, or an MLflow run id "
                    "(its config.yaml is fetched into --output-dir)")
-    p.add_argument("--output-dir", default="outputs", help="where run names are looked up (default: outputs)")
+    p.add_argument("--output-dir", default="outputs",
+                   help="where run names are looked up: a folder or a store URI (default: outputs)")
     p.add_argument("--stop-after", choices=STAGE_NAMES, default=None, help="stop after this stage")
     p.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key of the saved config (tracking, ray; stage keys restart that stage)")

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 RUNTIME_ENV_FILE = PROJECT_ROOT / "platform" / "runtime_env.yaml"
 # Local settings a job inherits when set; credentials are not shipped (runtime_env is
 # visible to anyone who can read the dashboard): configure them on the cluster's nodes.
-PASS_THROUGH = ("MLFLOW_TRACKING_URI",)
+PASS_THROUGH = ("MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL")
 METADATA_KEY = "grl_aecnn.command"
 
 

@@ -99,6 +99,8 @@ class CodecsConfig(Section):
         "all", description="Backbone tail modules trained in the joint step: none, the first stage, or all.")
     max_concurrent_trials: int = Field(2, ge=1, le=4096)
     cpus_per_trial: float = Field(1.0, gt=0, le=1024)
+    max_failures: int = Field(2, ge=0, le=1000,
+                              description="Tune retries of a failed trial (e.g. its node died) from its last checkpoint.")
     gpus_per_trial: float = Field(0.0, ge=0, le=64)
     measure_workers: int = Field(2, ge=1, le=4096, description="Ray Data actors measuring codecs on the test split.")
     measure_batch_size: int = Field(128, ge=1, le=65_536)

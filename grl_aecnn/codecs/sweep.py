@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from grl_aecnn import storage
 from grl_aecnn.backbone.split import count_flops, split_info, split_resnet
 from grl_aecnn.codecs.measure import CLEAN, CodecMeasurer, bnpp_variant_id
 from grl_aecnn.codecs.settings import CodecsConfig
@@ -86,9 +87,10 @@ def run_sweep(cfg: ExperimentConfig, resume: bool, model: torch.nn.Module, meta:
         for name in (TUNE_NAME, KEPT, TENSORS_FILE, IMPORTANCE_FILE, "codecs"):
             path = stage / name
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        storage.remove(cfg, stage)
     inputs = prepare_inputs(cfg, model, meta, splits, stage)
     specs = point_specs(cfg.codecs, inputs.importance, inputs.shape[0])
-    blobs = run_trials(cfg, inputs, specs, stage, resume)
+    blobs, nodes = run_trials(cfg, inputs, specs, stage, resume)
     weights_dir = stage / "codecs"
     weights_dir.mkdir(exist_ok=True)
     for point_id, blob in blobs.items():
@@ -97,7 +99,7 @@ def run_sweep(cfg: ExperimentConfig, resume: bool, model: torch.nn.Module, meta:
     profile = build_profile(cfg, inputs, model, frame, blobs)
     path = profile.save(stage / PROFILE_FILE)
     plot_rate_accuracy(profile, stage / PLOT_FILE, cfg.codecs.deepjscc.train_snr_db)
-    summary = summarize(profile, path)
+    summary = {**summarize(profile, path), "trial_nodes": nodes}
     _log_stage(stage, summary)
     _log_models(cfg, profile, weights_dir, list(blobs), inputs.tensors["test_z"][:2].numpy())
     return summary
@@ -190,6 +192,7 @@ def _trial(config: dict[str, Any], shared: dict[str, Any]) -> None:
     """One Tune trial: train one codec point (from its last checkpoint, if any), log it as a
     nested MLflow run, checkpoint after every step and at the end."""
     import mlflow
+    import ray
     from ray import tune
 
     from grl_aecnn.progress import LogLines
@@ -210,6 +213,8 @@ def _trial(config: dict[str, Any], shared: dict[str, Any]) -> None:
     if not earlier and shared["init"] is not None and init_codec(codec, spec, shared["init"]):
         print(f"[codecs] {spec['id']}: starting from {cfg.init_from}")
     seed = spec.get("seed", shared["seed"] ^ zlib.crc32(spec["id"].encode()))  # ablations: one per seed index
+    # Every Ray node this point trained on (a retry after a node loss adds one), for the summary.
+    nodes = sorted({*(earlier or {}).get("nodes", []), ray.get_runtime_context().get_node_id()})
     lines = LogLines()
     mlflow.set_tracking_uri(shared["mlflow"]["uri"])
     run_id = earlier["run_id"] if earlier else None
@@ -225,7 +230,7 @@ def _trial(config: dict[str, Any], shared: dict[str, Any]) -> None:
                   final=True)
 
         def checkpoint(steps_done: int) -> None:
-            _save_checkpoint({"point": spec["id"], "steps_done": steps_done, "run_id": run.info.run_id},
+            _save_checkpoint({"point": spec["id"], "steps_done": steps_done, "run_id": run.info.run_id, "nodes": nodes},
                              save_codec(codec, spec, inputs.shape, tail, []), {})
 
         start = earlier["steps_done"] if earlier else 0
@@ -242,7 +247,7 @@ def _trial(config: dict[str, Any], shared: dict[str, Any]) -> None:
         else:
             blob, val_acc = earlier["weights"], earlier["val_accuracy"]
         _save_checkpoint({"point": spec["id"], "steps_done": FINISHED, "run_id": run.info.run_id,
-                          "val_accuracy": val_acc}, blob, {"val_accuracy": val_acc})
+                          "val_accuracy": val_acc, "nodes": nodes}, blob, {"val_accuracy": val_acc})
 
 
 def _mlflow_info(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -253,7 +258,7 @@ def _mlflow_info(cfg: ExperimentConfig) -> dict[str, Any]:
     active = mlflow.active_run()
     experiment_id = active.info.experiment_id if active else setup(cfg).get_experiment_by_name(
         cfg.tracking.experiment).experiment_id
-    return {"uri": tracking_uri(cfg), "experiment_id": experiment_id, "tags": child_run_tags(cfg.run_dir)}
+    return {"uri": tracking_uri(cfg), "experiment_id": experiment_id, "tags": child_run_tags(cfg.run_location)}
 
 
 def _close_finished_runs(cfg: ExperimentConfig, finished: list[dict[str, Any]]) -> None:
@@ -292,14 +297,15 @@ def newest_checkpoints(stage: Path, ids: list[str]) -> dict[str, dict[str, Any]]
 
 
 def run_trials(cfg: ExperimentConfig, inputs: SweepInputs, specs: list[dict[str, Any]], stage: Path,
-               resume: bool) -> dict[str, bytes]:
+               resume: bool) -> tuple[dict[str, bytes], dict[str, list[str]]]:
     """Train the points that are not finished (continuing each from its newest checkpoint);
-    the weights file of every point."""
+    the weights file of every point and the ids of the Ray nodes it trained on."""
     from ray import tune
 
     c = cfg.codecs
     earlier = newest_checkpoints(stage, [s["id"] for s in specs]) if resume else {}
     blobs = {point: found["weights"] for point, found in earlier.items() if found["steps_done"] == FINISHED}
+    nodes = {point: earlier[point].get("nodes", []) for point in blobs}
     for point, found in earlier.items():
         if point not in blobs:
             print(f"[codecs] {point}: resuming after step {found['steps_done']} of {len(STEPS)}")
@@ -307,7 +313,9 @@ def run_trials(cfg: ExperimentConfig, inputs: SweepInputs, specs: list[dict[str,
     pending = [s for s in specs if s["id"] not in blobs]
     errors = ""
     path = stage / TUNE_NAME
+    storage.push(cfg, stage / KEPT)  # the kept checkpoints reach the store before Tune's folder goes
     shutil.rmtree(path, ignore_errors=True)  # Tune's state of an earlier attempt is never restored
+    storage.remove(cfg, path)
     if pending:
         shared = {"inputs": inputs, "codecs": c.model_dump(mode="json"), "seed": cfg.seed,
                   "cpus": c.cpus_per_trial, "mlflow": _mlflow_info(cfg), "resume": earlier,
@@ -318,7 +326,8 @@ def run_trials(cfg: ExperimentConfig, inputs: SweepInputs, specs: list[dict[str,
             trainable,
             param_space={"point": tune.grid_search(pending)},
             tune_config=tune.TuneConfig(max_concurrent_trials=c.max_concurrent_trials),
-            run_config=tune.RunConfig(name=TUNE_NAME, storage_path=str(stage), verbose=0,
+            run_config=tune.RunConfig(name=TUNE_NAME, storage_path=storage.ray_storage_path(cfg, stage), verbose=0,
+                                      failure_config=tune.FailureConfig(max_failures=c.max_failures),
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
         )
         grid = tuner.fit()
@@ -328,12 +337,13 @@ def run_trials(cfg: ExperimentConfig, inputs: SweepInputs, specs: list[dict[str,
                     found = _checkpoint_files(Path(d))
                 if found and found["steps_done"] == FINISHED:
                     blobs[result.config["point"]["id"]] = found["weights"]
+                    nodes[result.config["point"]["id"]] = found.get("nodes", [])
         errors = "; ".join(f"{r.config['point']['id']}: {r.error}" for r in grid if r.error is not None)
     missing = [s["id"] for s in specs if s["id"] not in blobs]
     if missing:
         raise RuntimeError(f"codec trials did not finish: {missing} ({errors or 'stopped early'}); "
                            f"rerun with resume to finish them")
-    return blobs
+    return blobs, nodes
 
 
 # -- measurement and profile -------------------------------------------------------------------

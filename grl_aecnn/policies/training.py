@@ -58,7 +58,8 @@ def train_policies(cfg: ExperimentConfig, resume: bool) -> dict[str, Any]:
             model = _log_policy_model(cfg, profile, policy)
             index[policy.name] = {"kind": "rllib", "path": policy.path.name, "codecs": list(policy.codecs),
                                   "model": model}
-            summary[policy.name] = {"iterations": policy.iterations, **policy.metrics}
+            summary[policy.name] = {"iterations": policy.iterations, **policy.metrics,
+                                    "env_runner_nodes": list(policy.nodes)}
 
     if "aecnn" in available:
         from grl_aecnn.policies.droo import train_droo

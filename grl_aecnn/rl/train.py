@@ -41,6 +41,7 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.tune.registry import register_env
 
 from grl_aecnn import trust
+from grl_aecnn.storage import local_checkpoint, push, ray_storage_path, remove
 from grl_aecnn.config import ExperimentConfig
 from grl_aecnn.profile import CodecProfile
 from grl_aecnn.progress import LogLines
@@ -96,6 +97,7 @@ class TrainedPolicy:
     checkpoint: Path  # last RLlib checkpoint of the trial
     iterations: int
     metrics: dict[str, float]
+    nodes: tuple[str, ...] = ()  # Ray node ids its env runners sampled on
 
 
 class MECEpisodeMetrics(RLlibCallback):
@@ -136,11 +138,11 @@ class TrialLogger(tune.Callback):
     ``setup``.
     """
 
-    def __init__(self, uri: str, experiment: str, iterations: int, num_trials: int, run_dir: Path,
+    def __init__(self, uri: str, experiment: str, iterations: int, num_trials: int, location: str,
                  runs_file: Path, resume: bool) -> None:
         self.uri, self.experiment = uri, experiment
         self.iterations, self.num_trials = iterations, num_trials
-        self.run_dir, self.runs_file, self.resume = run_dir, runs_file, resume
+        self.location, self.runs_file, self.resume = location, runs_file, resume
         self._runtime: dict[str, Any] = {}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -152,7 +154,7 @@ class TrialLogger(tune.Callback):
         experiment_id = experiment.experiment_id if experiment else client.create_experiment(self.experiment)
         bar = tqdm(total=self.iterations * self.num_trials, desc="PPO iterations", unit="it", disable=None)
         self._runtime = {"client": client, "experiment_id": experiment_id, "runs": {}, "bar": bar,
-                         "tags": child_run_tags(self.run_dir), "lines": LogLines() if bar.disable else None}
+                         "tags": child_run_tags(self.location), "lines": LogLines() if bar.disable else None}
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
         rt = self._runtime
@@ -210,6 +212,7 @@ class SignedPPO(PPO):
     def setup(self, config, key: bytes = b"", config_hash: str = "",
               resume_from: dict[str, str] | None = None) -> None:
         self._trust = (key, config_hash)
+        self._nodes: set[str] = set()
         super().setup(config)
         start = (resume_from or {}).get(self.config.env_config["policy"])
         if start:
@@ -218,14 +221,29 @@ class SignedPPO(PPO):
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         super().save_checkpoint(checkpoint_dir)
         key, config_hash = self._trust
+        self._nodes.update(self._runner_nodes())
         progress = {"policy": self.config.env_config["policy"], "iteration": self.iteration,
-                    "config_hash": config_hash, "metrics": iteration_metrics(self._last_result or {})}
+                    "config_hash": config_hash, "metrics": iteration_metrics(self._last_result or {}),
+                    "env_runner_nodes": sorted(self._nodes)}
         (Path(checkpoint_dir) / PROGRESS_FILE).write_text(json.dumps(progress))
         trust.sign(Path(checkpoint_dir), key)
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
         with trust.verified_copy(Path(checkpoint_dir), self._trust[0]) as safe:
             super().load_checkpoint(str(safe))
+        self._nodes.update((_progress(Path(checkpoint_dir)) or {}).get("env_runner_nodes", []))
+
+    def _runner_nodes(self) -> list[str]:
+        """The Ray node ids of the live env runners (this trial's own node when it samples itself)."""
+        import ray
+
+        def node(_runner: Any) -> str:
+            return ray.get_runtime_context().get_node_id()
+
+        group = self.env_runner_group
+        if group is None or group.num_remote_env_runners() == 0:
+            return [node(None)]
+        return group.foreach_env_runner(node, local_env_runner=False, timeout_seconds=30)
 
 
 def _progress(folder: Path) -> dict[str, Any] | None:
@@ -326,14 +344,18 @@ def train_ppo(cfg: ExperimentConfig, profile: CodecProfile, runs: list[PolicyRun
     """
     ppo = cfg.policy.ppo
     storage = (out_dir / "tune").resolve()
+    if not resume:  # the store's copy of earlier checkpoints goes too
+        remove(cfg, out_dir / KEPT)
     config_hash = cfg.stage_hash("policies") + ":" + ",".join(f"{r.name}={'+'.join(r.codecs)}" for r in runs)
     key = trust.load_key()
     register_env(ENV_NAME, make_vector_env)
     if not resume:
         shutil.rmtree(out_dir / KEPT, ignore_errors=True)
     start_from = newest_checkpoints(out_dir, [r.name for r in runs], config_hash, key)
+    push(cfg, out_dir / KEPT)  # the kept checkpoints reach the store before Tune's folder goes
     # Tune's experiment folder of an earlier attempt is never restored: its state is pickles.
     shutil.rmtree(storage, ignore_errors=True)
+    remove(cfg, storage)
     storage.mkdir(parents=True)
     progress = {name: _progress(folder) for name, folder in start_from.items()}
     for name, p in progress.items():
@@ -346,7 +368,7 @@ def train_ppo(cfg: ExperimentConfig, profile: CodecProfile, runs: list[PolicyRun
     if pending:
         envs = [env_config(cfg, profile, run) for run in pending]
         logger = TrialLogger(tracking_uri(cfg), cfg.tracking.experiment, ppo.iterations, len(pending),
-                             cfg.run_dir, out_dir / RUNS_FILE, resume)
+                             cfg.run_location, out_dir / RUNS_FILE, resume)
         trainable = tune.with_parameters(SignedPPO, key=key, config_hash=config_hash,
                                          resume_from={name: str(path) for name, path in start_from.items()})
         tuner = tune.Tuner(
@@ -356,7 +378,7 @@ def train_ppo(cfg: ExperimentConfig, profile: CodecProfile, runs: list[PolicyRun
                                         trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
             run_config=tune.RunConfig(
                 name=EXPERIMENT,
-                storage_path=str(storage),
+                storage_path=ray_storage_path(cfg, storage),
                 stop={"training_iteration": ppo.iterations},
                 checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=ppo.checkpoint_frequency,
                                                         checkpoint_at_end=True, num_to_keep=2),
@@ -374,7 +396,7 @@ def train_ppo(cfg: ExperimentConfig, profile: CodecProfile, runs: list[PolicyRun
             if done < ppo.iterations or result.checkpoint is None:
                 raise TrainingInterrupted(f"PPO stopped at iteration {done} of {ppo.iterations} for {name}; "
                                           "run again with resume to continue from the last checkpoint")
-            finished[name] = (Path(result.checkpoint.path), done, iteration_metrics(result.metrics))
+            finished[name] = (local_checkpoint(cfg, result.checkpoint), done, iteration_metrics(result.metrics))
 
     trained: dict[str, TrainedPolicy] = {}
     for run in runs:
@@ -384,7 +406,8 @@ def train_ppo(cfg: ExperimentConfig, profile: CodecProfile, runs: list[PolicyRun
                                "train_scenarios": cfg.policy.train_scenarios.model_dump(mode="json")}}
         with trust.verified_copy(checkpoint, key) as safe:
             path = export_policy(safe, out_dir / run.name, meta)
-        trained[run.name] = TrainedPolicy(run.name, run.codecs, path, checkpoint, done, metrics)
+        nodes = tuple((_progress(checkpoint) or {}).get("env_runner_nodes", []))
+        trained[run.name] = TrainedPolicy(run.name, run.codecs, path, checkpoint, done, metrics, nodes)
     return trained
 
 
