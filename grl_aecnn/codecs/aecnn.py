@@ -16,10 +16,11 @@ from torch import nn
 
 from grl_aecnn.codecs import quantize as q
 from grl_aecnn.codecs.bitstream import BitstreamError, Header, pack, unpack
-from grl_aecnn.codecs.entropy import SymbolModel
+from grl_aecnn.codecs.entropy import SymbolModel, pack_raw, unpack_raw
 from grl_aecnn.codecs.settings import ScaleMode
 
 SCALE_MODES = get_args(ScaleMode)
+RECOVERY_MODES = ("learned", "zero", "mean")  # "zero"/"mean": ablations without the learned decoder
 
 
 class ChannelAttention(nn.Module):
@@ -61,24 +62,46 @@ class FeatureRecovery(nn.Module):
         return torch.relu(placed + self.net(x))
 
 
+class FillRecovery(nn.Module):
+    """No decoder: the received channels put back in place, the pruned ones filled with a constant
+    per channel (zero, or its training mean set by ``calibrate``); the ablation baseline of
+    ``FeatureRecovery``."""
+
+    def __init__(self, channels: tuple[int, ...], out_channels: int):
+        super().__init__()
+        self.register_buffer("index", torch.tensor(channels, dtype=torch.long), persistent=False)
+        self.register_buffer("fill", torch.zeros(out_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        placed = self.fill[None, :, None, None].expand(x.shape[0], -1, *x.shape[2:]).clone()
+        placed[:, self.index] = x
+        return placed
+
+
 class AECNNCodec(nn.Module):
     """Encoder (select, quantise, entropy-code) and decoder (entropy-decode, dequantise, recover).
 
     ``scales`` is ``calibrated`` (per-channel clipping scales fitted by ``calibrate`` on
     training data and stored with the codec) or ``per-sample`` (in the header); ``grid`` is
-    the entropy model's spatial context (see ``entropy.py``).
+    the entropy model's spatial context (see ``entropy.py``). ``recovery`` and
+    ``entropy_coded=False`` (fixed-length symbols) exist for the ablations of ``grl_aecnn.ablate``.
     """
 
     kind = "aecnn"
 
     def __init__(self, shape: tuple[int, int, int], channels: tuple[int, ...], bits: int, width: int = 64,
-                 scales: str = "calibrated", clip_percentile: float = 99.5, grid: int = 8):
+                 scales: str = "calibrated", clip_percentile: float = 99.5, grid: int = 8,
+                 recovery: str = "learned", entropy_coded: bool = True):
         super().__init__()
         if scales not in SCALE_MODES:
             raise ValueError(f"scales must be one of {SCALE_MODES}, got {scales!r}")
+        if recovery not in RECOVERY_MODES:
+            raise ValueError(f"recovery must be one of {RECOVERY_MODES}, got {recovery!r}")
         self.shape, self.channels, self.bits = tuple(shape), tuple(channels), bits
         self.scale_mode, self.clip_percentile, self.grid = scales, clip_percentile, grid
-        self.recovery = FeatureRecovery(self.channels, shape[0], width)
+        self.recovery_mode, self.entropy_coded = recovery, entropy_coded
+        self.recovery = FeatureRecovery(self.channels, shape[0], width) if recovery == "learned" else \
+            FillRecovery(self.channels, shape[0])
         self.register_buffer("scales", torch.zeros(len(self.channels)))
         self.symbols: SymbolModel | None = None
 
@@ -88,7 +111,9 @@ class AECNNCodec(nn.Module):
 
     # -- training path (differentiable after the quantiser; the head is frozen) ---------------
     def calibrate(self, z: torch.Tensor) -> None:
-        """Fit the clipping scales on training split tensors [N, C, H, W] (before training)."""
+        """Fit the clipping scales (and a mean fill) on training split tensors [N, C, H, W] (before training)."""
+        if self.recovery_mode == "mean":
+            self.recovery.fill.copy_(z.mean(dim=(0, 2, 3)))
         if self.calibrated:
             self.scales.copy_(torch.from_numpy(q.calibrate(z[:, list(self.channels)].numpy(), self.clip_percentile)))
 
@@ -121,17 +146,19 @@ class AECNNCodec(nn.Module):
         if tuple(z.shape) != self.shape:
             raise ValueError(f"expected a split tensor of shape {self.shape}, got {tuple(z.shape)}")
         codes, syms = self.quantized(z)
-        return pack(Header(self.kind, self.shape, self.bits, True, self.channels, codes), self._model().encode(syms))
+        payload = self._model().encode(syms) if self.entropy_coded else pack_raw(syms, self.bits)
+        return pack(Header(self.kind, self.shape, self.bits, self.entropy_coded, self.channels, codes), payload)
 
     def decode(self, data: bytes) -> np.ndarray:
         """Bitstream -> dequantised kept channels [k, H, W]; BitstreamError on any fault."""
         header, payload = unpack(data)
         codes = b"" if self.calibrated else header.scale_codes
-        if header != Header(self.kind, self.shape, self.bits, True, self.channels, codes) or \
+        if header != Header(self.kind, self.shape, self.bits, self.entropy_coded, self.channels, codes) or \
                 len(codes) != (0 if self.calibrated else len(self.channels)):
             raise BitstreamError(f"stream header {header} does not match this codec (shape {self.shape}, "
                                  f"channels {self.channels}, {self.bits} bits, {self.scale_mode} scales)")
-        syms = self._model().decode(payload, header.symbols_shape)
+        syms = self._model().decode(payload, header.symbols_shape) if self.entropy_coded else \
+            unpack_raw(payload, header.symbols_shape, self.bits)
         return q.dequantize(syms, self._scales(codes), self.bits)
 
     def restore(self, x: torch.Tensor) -> torch.Tensor:

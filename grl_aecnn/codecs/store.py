@@ -55,7 +55,8 @@ def point_specs(cfg: CodecsConfig, importance: np.ndarray | None, channels_total
 def build_codec(spec: Spec, shape: tuple[int, int, int]) -> nn.Module:
     if spec["codec"] == "aecnn":
         return AECNNCodec(shape, tuple(spec["channels"]), spec["bits"], spec["width"], spec["scales"],
-                          spec["clip_percentile"], spec["grid"])
+                          spec["clip_percentile"], spec["grid"], spec.get("recovery", "learned"),
+                          spec.get("entropy_coded", True))
     if spec["codec"] == "bottlenetpp":
         return BottleNetPPCodec(shape, spec["channels"], spec["stride"], spec["width"], spec["channel"],
                                 spec["max_noise"], spec["grid"])

@@ -211,13 +211,13 @@ def _trial(config: dict[str, Any], shared: dict[str, Any]) -> None:
         earlier = shared["resume"].get(spec["id"])
     torch.set_num_threads(max(1, int(shared["cpus"])))
     inputs: SweepInputs = shared["inputs"]
-    cfg = CodecsConfig.model_validate(shared["codecs"])
+    cfg = CodecsConfig.model_validate({**shared["codecs"], **spec.get("codecs", {})})  # ablations override
     t = inputs.tensors
     tail = _tail(inputs)
     codec = load_codec(earlier["weights"], tail)[0] if earlier else build_codec(spec, inputs.shape)
     if not earlier and shared["init"] is not None and init_codec(codec, spec, shared["init"]):
         print(f"[codecs] {spec['id']}: starting from {cfg.init_from}")
-    seed = shared["seed"] ^ zlib.crc32(spec["id"].encode())
+    seed = spec.get("seed", shared["seed"] ^ zlib.crc32(spec["id"].encode()))  # ablations: one per seed index
     # Every Ray node this point trained on (a retry after a node loss adds one), for the summary.
     nodes = sorted({*(earlier or {}).get("nodes", []), ray.get_runtime_context().get_node_id()})
     lines = LogLines()

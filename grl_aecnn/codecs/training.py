@@ -65,11 +65,13 @@ def _freeze(tail: nn.Module, trainable: list[str]) -> list[nn.Parameter]:
     return params
 
 
-def train_attention(tail: nn.Module, z: Tensors, y: torch.Tensor, cfg: CodecsConfig, seed: int) -> np.ndarray:
-    """Channel importance at the split: mean attention weight over the training set."""
+def train_attention(tail: nn.Module, z: Tensors, y: torch.Tensor, cfg: CodecsConfig, seed: int,
+                    block: type[nn.Module] = ChannelAttention) -> np.ndarray:
+    """Channel importance at the split: mean attention weight over the training set. `block`
+    (channels, reduction) -> [N, C] weights; CBAM by default, other blocks for the ablations."""
     torch.manual_seed(seed)
     _freeze(tail, [])
-    att = ChannelAttention(z.shape[1], cfg.aecnn.attention_reduction)
+    att = block(z.shape[1], cfg.aecnn.attention_reduction)
     opt = torch.optim.Adam(att.parameters(), lr=cfg.lr)
     batches = _batches(len(z), cfg.batch_size, cfg.schedule.attention, seed)
     with _progress(sum(map(len, batches)), "attention") as bar:
@@ -127,6 +129,8 @@ def train_codec(codec: nn.Module, tail: nn.Module, z: Tensors, y: torch.Tensor, 
         if epochs == 0 or step < start:
             continue
         params = list(codec.parameters()) + _freeze(tail, trainable or [])
+        if not params:  # a codec without weights (an ablation's fixed recovery) and a frozen tail
+            continue
         opt = torch.optim.Adam(params, lr=cfg.lr)
         batches = _batches(len(z), cfg.batch_size, epochs, seed + step)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=len(batches))
