@@ -33,6 +33,9 @@ class Variant:
 
 @runtime_checkable
 class Codec(Protocol):
+    """What the trainer, sweep, store, MLflow model and export call on every codec; a digital
+    codec is also a `DigitalCodec`, an analog one an `AnalogCodec` (see `analog`)."""
+
     kind: ClassVar[str]  # the name in configs, specs and profiles
     analog: ClassVar[bool]  # True: sends channel symbols through `transmit`, no bitstream
     shape: tuple[int, int, int]  # the split tensor [C, H, W] it codes
@@ -57,15 +60,6 @@ class Codec(Protocol):
     def variants(self, spec: Spec) -> list[Variant]:
         """The profile points this trained model gives."""
 
-    def encode(self, z: np.ndarray, **options: Any) -> bytes:
-        """One split tensor [C, H, W] -> bitstream (digital codecs)."""
-
-    def decode(self, data: bytes) -> np.ndarray:
-        """Bitstream -> what `restore` takes, for one sample; BitstreamError on any fault."""
-
-    def transmit(self, z: torch.Tensor, snr_db: float, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Split tensors -> received channel symbols at the SNR (analog codecs)."""
-
     def restore(self, received: torch.Tensor) -> torch.Tensor:
         """Server side: decoded / received batch -> recovered split tensors [N, C, H, W]."""
 
@@ -81,3 +75,22 @@ class Codec(Protocol):
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]: ...
 
     def load_state_dict(self, state: dict[str, torch.Tensor], strict: bool = True) -> Any: ...
+
+
+@runtime_checkable
+class DigitalCodec(Codec, Protocol):
+    """Sends a bitstream."""
+
+    def encode(self, z: np.ndarray, **options: Any) -> bytes:
+        """One split tensor [C, H, W] -> bitstream."""
+
+    def decode(self, data: bytes) -> np.ndarray:
+        """Bitstream -> what `restore` takes, for one sample; BitstreamError on any fault."""
+
+
+@runtime_checkable
+class AnalogCodec(Codec, Protocol):
+    """Sends analog channel symbols: no bits, its cost is channel uses."""
+
+    def transmit(self, z: torch.Tensor, snr_db: float, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Split tensors -> received channel symbols at the SNR."""

@@ -20,6 +20,7 @@ from grl_aecnn.codecs.registry import build_codec, codec_class
 from grl_aecnn.codecs.settings import CodecsConfig
 
 LEGACY_SYMBOLS = "symbols.probs"  # files written before the tables became a codec buffer
+FITTED = "codec.entropy."  # the entropy tables, fitted after training
 
 
 def point_specs(cfg: CodecsConfig, importance: np.ndarray | None, channels_total: int) -> list[Spec]:
@@ -68,12 +69,13 @@ def load_codec(data: bytes, tail: nn.Module) -> tuple[Codec, Spec]:
 
 def init_codec(codec: Codec, spec: Spec, data: bytes) -> bool:
     """Fine-tuning: load the codec weights of a weights file into ``codec`` when it is the same
-    codec with the same tensor shapes; False (``codec`` unchanged) otherwise."""
+    codec with the same tensor shapes; False (``codec`` unchanged) otherwise. The entropy tables
+    are left out: training refits them (``finish``), so a codec of other bit depth may start here."""
     tensors = st_load(data)
-    state = {k[6:]: v for k, v in tensors.items() if k.startswith("codec.")}
-    own = codec.state_dict()
+    state = {k[6:]: v for k, v in tensors.items() if k.startswith("codec.") and not k.startswith(FITTED)}
+    own = {k: v for k, v in codec.state_dict().items() if not f"codec.{k}".startswith(FITTED)}
     if json.loads(_metadata(data)["spec"])["codec"] != spec["codec"] or \
             {k: tuple(v.shape) for k, v in state.items()} != {k: tuple(v.shape) for k, v in own.items()}:
         return False
-    codec.load_state_dict(state)
+    codec.load_state_dict(state, strict=False)
     return True
