@@ -66,7 +66,8 @@ class OperatingPoint(_Strict):
     kept_channels: int | None = Field(None, ge=1)
     bits: int | None = Field(None, ge=1, le=16)
     entropy_coded: bool = False
-    payload_bytes: float | None = Field(None, ge=0, description="Mean bitstream length, header included.")
+    payload_bytes: float | None = Field(None, ge=0, description="Mean bitstream length, header included "
+                                                                 "(trained codecs: the mean over seeds).")
     channel_uses: float | None = Field(None, gt=0, description="Complex channel symbols (analog codecs).")
     accuracy: float = Field(ge=0, le=1, description="Top-1 on the test split (analog: at the training SNR); "
                                                     "trained codecs: the mean over seeds.")

@@ -76,6 +76,7 @@ class AECNNCodec(nn.Module):
 
     kind = "aecnn"
     analog = False
+    needs_importance = True
 
     def __init__(self, shape: tuple[int, int, int], channels: tuple[int, ...], bits: int, width: int = 64,
                  scales: str = "calibrated", clip_percentile: float = 99.5, grid: int = 8):

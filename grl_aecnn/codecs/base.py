@@ -38,6 +38,7 @@ class Codec(Protocol):
 
     kind: ClassVar[str]  # the name in configs, specs and profiles
     analog: ClassVar[bool]  # True: sends channel symbols through `transmit`, no bitstream
+    needs_importance: ClassVar[bool]  # its specs need the split's channel ranking (trained once per split)
     shape: tuple[int, int, int]  # the split tensor [C, H, W] it codes
 
     @classmethod

@@ -69,6 +69,7 @@ def variant_id(point_id: str, entropy_coded: bool) -> str:
 class BottleNetPPCodec(nn.Module):
     kind = "bottlenetpp"
     analog = False
+    needs_importance = False
 
     def __init__(self, shape: tuple[int, int, int], channels: int, stride: int = 2, width: int = 64,
                  channel: str = "awgn", max_level: float = 0.1, grid: int = 8):

@@ -38,6 +38,7 @@ def awgn(x: torch.Tensor, snr_db: float, generator: torch.Generator | None = Non
 class DeepJSCCCodec(nn.Module):
     kind = "deepjscc"
     analog = True
+    needs_importance = False
 
     def __init__(self, shape: tuple[int, int, int], channels: int, stride: int = 2, width: int = 64,
                  train_snr_db: float = 10.0):

@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from grl_aecnn.backbone.split import split_info, split_resnet
 from grl_aecnn.codecs.base import Spec
 from grl_aecnn.codecs.measure import CLEAN, CodecMeasurer
+from grl_aecnn.codecs.registry import codec_class
 from grl_aecnn.codecs.seeds import spec_seed, trial_id, trial_seeds, with_seeds
 from grl_aecnn.codecs.settings import CodecsConfig
 from grl_aecnn.codecs.store import build_codec, init_codec, load_codec, point_specs, save_codec
@@ -143,7 +144,7 @@ def prepare_inputs(cfg: ExperimentConfig, model: torch.nn.Module, meta: dict[str
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     inputs = SweepInputs(meta.get("arch", "resnet18"), int(meta.get("num_classes", splits.num_classes)),
                          meta.get("dataset", splits.name), cfg.data.input_size, c.split, state, tensors, None)
-    if "aecnn" in c.train:
+    if any(codec_class(name).needs_importance for name in c.train):
         inputs.importance = _importance(cfg, inputs, stage)
     return inputs
 
