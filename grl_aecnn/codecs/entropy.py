@@ -135,10 +135,11 @@ class SymbolTables(nn.Module):
         self.set(SymbolModel.fit(symbols, self.alphabet, self.grid))
 
     def set(self, model: SymbolModel) -> None:
+        """Take a fitted model's tables; the codec then codes as it will after a save and load."""
         if tuple(model.probs.shape) != tuple(self.probs.shape):
             raise ValueError(f"symbol model of shape {model.probs.shape}, expected {tuple(self.probs.shape)}")
         self.probs.copy_(torch.from_numpy(model.probs))
-        self._model = model
+        self._model = None  # rebuilt from the buffer, exactly as after loading
 
     @property
     def model(self) -> SymbolModel | None:
