@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from grl_aecnn.backbone.split_points import SPLIT_CHANNELS
+from grl_aecnn.backbone.split_points import SPLIT_CHANNELS, split_points
 from grl_aecnn.input_files import MAX_BYTES, BadFile, load_yaml, read_text
 from grl_aecnn.settings_base import MAX_SEED, Section
 from grl_aecnn.codecs.settings import CodecsConfig
@@ -54,7 +54,8 @@ class DataConfig(Section):
 
 
 class BackboneConfig(Section):
-    arch: Literal["resnet18", "resnet50"] = "resnet18"
+    arch: Literal["resnet18", "resnet50", "mobilenet_v2", "efficientnet_b0"] = Field(
+        "resnet18", description="torchvision CNN family; codecs.split names one of its split points.")
     pretrained: bool = Field(False, description="Load torchvision ImageNet weights (needs internet).")
     epochs: int = Field(3, ge=1, le=10_000)
     batch_size: int = Field(128, ge=1, le=65_536)
@@ -106,6 +107,9 @@ class ExperimentConfig(Section):
         if ".." in self.name:
             raise ValueError(f"name: {self.name!r} must not contain '..' (it names a folder inside output_dir)")
         arch, split = self.backbone.arch, self.codecs.split
+        if split not in split_points(arch):
+            raise ValueError(f"codecs.split: {split!r} is not a split point of {arch} "
+                             f"(allowed: {', '.join(split_points(arch))})")
         channels = SPLIT_CHANNELS[arch][split]
         too_many = [k for k in self.codecs.aecnn.kept_channels if k > channels]
         if too_many:

@@ -85,10 +85,10 @@ def export_codec(model: nn.Module, split: str, blob: bytes, input_size: int, des
     """``device`` and ``server`` files of one codec point (weights file ``blob``) into ``dest``."""
     import copy
 
-    from grl_aecnn.backbone.split import split_resnet
+    from grl_aecnn.backbone.split import split_model
     from grl_aecnn.codecs.store import load_codec
 
-    head, tail = split_resnet(copy.deepcopy(model).eval(), split)
+    head, tail = split_model(copy.deepcopy(model).eval(), split)
     codec, spec = load_codec(blob, tail)
     dest.mkdir(parents=True, exist_ok=True)
     device = DeviceEncoder(head, codec).eval()

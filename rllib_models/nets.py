@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rllib_models.graph import build_bipartite, to_padded
+from rllib_models.graph import build_bipartite
 
 # The simulator's observation keys; the MLP flattens the observation in this order.
 OBS_KEYS = ("device", "server", "edge", "point", "option", "device_mask", "server_mask", "action_mask")
@@ -69,21 +69,19 @@ class GCNNet(nn.Module):
         self.offload_out = nn.Linear(h, 1)
 
     def encode(self, obs: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """Unmasked logits and the padded device embeddings (the value head's input)."""
+        """Unmasked logits and the padded device embeddings (the value head's input, 0 on padding)."""
         graph = build_bipartite(obs["device_mask"], obs["server_mask"])
-        dmask, smask = graph.device_mask, graph.server_mask
-        pair = (graph.pair_batch, graph.pair_device, graph.pair_server)
+        dmask, pair = graph.device_mask, graph.pairs
+        (batch, n_max), m_max, v = dmask.shape, graph.server_mask.shape[1], obs["point"].shape[1]
 
-        x = torch.cat([self.device_encoder(obs["device"][dmask]), self.server_encoder(obs["server"][smask])])
+        x = torch.cat([self.device_encoder(obs["device"]).flatten(0, 1), self.server_encoder(obs["server"]).flatten(0, 1)])
         edge = self.edge_encoder(obs["edge"][pair])
         edge_attr = torch.cat([edge, edge])  # both directions carry the link's features
         for conv in self.convs:
             x = x + conv(x, graph.edge_index, edge_attr)
-        h_device, h_server = x[: graph.num_devices], x[graph.num_devices:]
+        device_rows = x[: batch * n_max].view(batch, n_max, -1) * dmask[..., None]  # (B, N, H)
+        server_rows = x[batch * n_max:].view(batch, m_max, -1)  # (B, M, H); padding is never read
 
-        (batch, n_max), m_max, v = dmask.shape, smask.shape[1], obs["point"].shape[1]
-        device_rows = to_padded(h_device, dmask)  # (B, N, H)
-        server_rows = to_padded(h_server, smask)  # (B, M, H)
         pair_hidden = self.pair_layer(torch.cat([device_rows[pair[:2]], server_rows[pair[0], pair[2]], edge], -1))
         point_hidden = self.point_layer(self.point_encoder(obs["point"]))  # (B, V, H)
         option_hidden = self.option_layer(obs["option"][pair])  # (P, V, H)
@@ -91,8 +89,7 @@ class GCNNet(nn.Module):
             torch.relu(pair_hidden[:, None, :] + point_hidden[graph.pair_batch] + option_hidden))
         offload_grid = x.new_full((batch, n_max, m_max, v), FLOAT_MIN)
         offload_grid[pair] = offload.squeeze(-1)
-        local = x.new_zeros(batch, n_max, 1)
-        local[dmask] = self.local_head(h_device)
+        local = torch.where(dmask[..., None], self.local_head(device_rows), 0.0)
         return torch.cat([local, offload_grid.flatten(2)], -1), device_rows
 
     def forward(self, obs: Mapping[str, Tensor]) -> Tensor:

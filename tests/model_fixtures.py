@@ -39,9 +39,10 @@ def exported_policy(root: Path, name: str = "grl-aecnn", model: str = "gcn", cod
     return export_policy(checkpoint, root / name, {"name": name, "codecs": list(codecs), "iterations": 3})
 
 
-def observations(count: int, codecs: tuple[str, ...] = ("aecnn",), seed: int = 0) -> list[dict[str, np.ndarray]]:
+def observations(count: int, codecs: tuple[str, ...] = ("aecnn",), seed: int = 0,
+                 scenario: ScenarioConfig = SCENARIO) -> list[dict[str, np.ndarray]]:
     """``count`` consecutive simulator observations under random allowed actions (new episodes as needed)."""
-    env = policy_env(codecs)
+    env = policy_env(codecs, scenario)
     rng = np.random.default_rng(seed)
     obs, _ = env.reset(seed=seed)
     out = []

@@ -12,8 +12,9 @@ from mlflow.tracking import MlflowClient
 
 from grl_aecnn import tracking
 from grl_aecnn.backbone.io import BackboneNotFound, load_backbone_dir, load_trained_backbone, save_backbone
-from grl_aecnn.backbone.models import build_model
-from grl_aecnn.backbone.split import SPLIT_POINTS, count_flops, split_info, split_resnet
+from grl_aecnn.backbone.models import build_model, classifier
+from grl_aecnn.backbone.split import count_flops, split_info, split_model
+from grl_aecnn.backbone.split_points import SPLIT_CHANNELS, split_points
 from grl_aecnn.backbone.train import RUN_NAME, _prepare_storage, lr_at, train_backbone
 
 META = {"arch": "resnet18", "num_classes": 4, "class_names": list("abcd"), "input_size": 32, "dataset": "digits"}
@@ -27,30 +28,49 @@ def resnet18() -> torch.nn.Module:
 
 def test_build_model_classes_and_unknown_arch():
     assert build_model("resnet50", 7).fc.out_features == 7
+    for arch in ("mobilenet_v2", "efficientnet_b0"):
+        model = build_model(arch, 7)
+        holder, name = classifier(model)  # the layer `pretrained=True` replaces
+        assert getattr(holder, name) is model.classifier[-1] and model.classifier[-1].out_features == 7
     with pytest.raises(ValueError, match="resnet18"):
         build_model("vgg11", 10)
 
 
-@pytest.mark.parametrize("split", SPLIT_POINTS)
-def test_head_then_tail_equals_model(resnet18: torch.nn.Module, split: str):
-    x = torch.randn(2, 3, 32, 32)
-    head, tail = split_resnet(resnet18, split)
+@pytest.mark.parametrize(("arch", "split"), [(a, s) for a in ("resnet18", "mobilenet_v2", "efficientnet_b0")
+                                             for s in split_points(a)])
+@pytest.mark.parametrize("size", [32, 28])
+def test_head_then_tail_equals_model(arch: str, split: str, size: int):
+    """Every family, every split point, also at Fashion-MNIST's native 28 px."""
+    torch.manual_seed(0)
+    model = build_model(arch, 10).eval()
+    x = torch.randn(2, 3, size, size)
+    head, tail = split_model(model, split)
     with torch.no_grad():
         z = head(x)
-        assert torch.allclose(tail(z), resnet18(x), atol=1e-5)
-    info = split_info(resnet18, split, 32)
-    assert tuple(z.shape[1:]) == info.shape
+        assert torch.allclose(tail(z), model(x), atol=1e-5)
+    info = split_info(model, split, size)
+    assert tuple(z.shape[1:]) == info.shape and info.shape[0] == SPLIT_CHANNELS[arch][split]
     assert info.float32_bytes == 4 * z[0].numel()
-    assert info.total_flops == pytest.approx(count_flops(resnet18, x), rel=1e-6)
+    assert info.total_flops == pytest.approx(count_flops(model, x), rel=1e-6)
+
+
+def test_head_and_tail_share_the_models_modules():
+    """Training the tail trains the model: the codec stage fine-tunes the tail in place."""
+    model = build_model("mobilenet_v2", 10)
+    _, tail = split_model(model, "stage2")
+    first = next(tail[0].parameters())
+    assert any(first is p for p in model.parameters())
 
 
 def test_split_shapes_and_flops_move_to_the_device(resnet18: torch.nn.Module):
-    infos = [split_info(resnet18, s, 64) for s in SPLIT_POINTS]
+    infos = [split_info(resnet18, s, 64) for s in split_points("resnet18")]
     assert [i.shape for i in infos] == [(64, 16, 16), (64, 16, 16), (128, 8, 8), (256, 4, 4), (512, 2, 2)]
     heads = [i.head_flops for i in infos]
     assert heads == sorted(heads) and heads[0] > 0
     with pytest.raises(ValueError, match="layer1"):
-        split_resnet(resnet18, "layer9")
+        split_model(resnet18, "layer9")
+    with pytest.raises(ValueError, match="stage1"):
+        split_model(build_model("efficientnet_b0", 10), "layer1")
 
 
 def test_one_cycle_schedule():
@@ -132,7 +152,7 @@ def test_ray_train_run_checkpoints_resumes_and_logs_to_mlflow(ray_local, tiny_co
 
     model, meta = load_trained_backbone(cfg)
     assert not model.training and meta["epochs"] == 2 and meta["num_classes"] == 10
-    assert meta["test_accuracy"] == second["test_accuracy"] and set(meta["split_info"]) == set(SPLIT_POINTS)
+    assert meta["test_accuracy"] == second["test_accuracy"] and set(meta["split_info"]) == set(split_points("resnet18"))
     assert meta["split_info"]["layer1"]["shape"] == [64, 4, 4]
 
     client = MlflowClient(mlflow_store)

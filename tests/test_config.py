@@ -39,7 +39,7 @@ def test_yaml_file_round_trip(tmp_path: Path) -> None:
         ("backbone.epoch=2", "backbone.epoch: unknown key; allowed keys here: arch,"),
         ("backbone.epochs=two", "backbone.epochs: Input should be a valid integer"),
         ("backbone.epochs=0", "backbone.epochs: Input should be greater than or equal to 1"),
-        ("backbone.arch=vgg16", "backbone.arch: Input should be 'resnet18' or 'resnet50' (got 'vgg16')"),
+        ("backbone.arch=vgg16", "backbone.arch: Input should be 'resnet18', 'resnet50', 'mobilenet_v2' or 'efficientnet_b0'"),
         ("data.dataset=cifar", "data.dataset: Input should be 'fashion-mnist', 'digits', 'caltech101' or"),
         ("nosuchsection.x=1", "nosuchsection: unknown key; allowed keys here: backbone, codecs,"),
         ("backbone=3", "backbone: Input should be a valid dictionary"),
@@ -53,6 +53,22 @@ def test_bad_values_name_the_key_and_what_is_allowed(override: str, expected: st
         load_config("quick", [override])
     assert expected in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_each_family_loads_with_its_own_split_points() -> None:
+    from grl_aecnn.backbone.split_points import SPLIT_CHANNELS
+
+    for arch, table in SPLIT_CHANNELS.items():
+        for split in table:
+            cfg = load_config("tiny", [f"backbone.arch={arch}", f"codecs.split={split}"])
+            assert (cfg.backbone.arch, cfg.codecs.split) == (arch, split)
+    with pytest.raises(ConfigError) as err:
+        load_config("tiny", ["backbone.arch=mobilenet_v2", "codecs.split=layer1"])
+    assert str(err.value) == ("codecs.split: 'layer1' is not a split point of mobilenet_v2 "
+                              "(allowed: stem, stage1, stage2, stage3)")
+    with pytest.raises(ConfigError, match=r"\[32\] exceed the 16 channels of efficientnet_b0 at split 'stage1'"):
+        load_config("tiny", ["backbone.arch=efficientnet_b0", "codecs.split=stage1",
+                             "codecs.aecnn.kept_channels=[2,32]"])
 
 
 @pytest.mark.parametrize("override", ["backbone.epochs", "=3", "backbone.epochs=[1"])
@@ -92,8 +108,8 @@ def test_split_channel_table_matches_the_models() -> None:
     """The torch-free table the config checks kept channels against is what the real models cut to."""
     from grl_aecnn.backbone.models import build_model
     from grl_aecnn.backbone.split import split_info
-    from grl_aecnn.backbone.split_points import SPLIT_CHANNELS, SPLIT_POINTS
+    from grl_aecnn.backbone.split_points import SPLIT_CHANNELS
 
     for arch, table in SPLIT_CHANNELS.items():
         model = build_model(arch, 10).eval()
-        assert {s: split_info(model, s, 32).shape[0] for s in SPLIT_POINTS} == table, arch
+        assert {s: split_info(model, s, 32).shape[0] for s in table} == table, arch

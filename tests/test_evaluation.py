@@ -89,7 +89,7 @@ def test_unknown_kind_and_sweep_axis_rejected(tmp_path: Path) -> None:
         load_sweep(str(bad))
 
 
-def test_parallel_workers_give_the_same_results(tmp_path: Path) -> None:
+def test_parallel_workers_give_the_same_results(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text("axes:\n  deadline_max_s: [0.05]\n")
     sc = ScenarioConfig(num_devices=5, num_servers=2)
@@ -102,3 +102,5 @@ def test_parallel_workers_give_the_same_results(tmp_path: Path) -> None:
         rows = list(csv.DictReader((tmp_path / f"out{workers}" / "results.csv").open()))
         assert [r["policy"] for r in rows] == ["planner", "robust-planner", "greedy", "random"] * 2  # job order kept
     assert rewards[0] == rewards[1]
+    # No terminal: progress reaches the log, the last job always.
+    assert "[evaluation] 8/8 deadline_max_s=0.05 random: reward/slot" in capsys.readouterr().out

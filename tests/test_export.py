@@ -14,7 +14,7 @@ import torch
 
 from grl_aecnn.export import export_codec, export_policy
 from grl_aecnn.models.policy_net import OBS_KEYS
-from model_fixtures import batch, codec_blob, exported_policy, observations
+from model_fixtures import SCENARIO, batch, codec_blob, exported_policy, observations
 
 RUN_ONNX = """
 import json, sys
@@ -31,10 +31,12 @@ assert not [m for m in sys.modules if m.split(".")[0] in ("grl_aecnn", "ray", "t
 
 
 def test_exported_policy_takes_the_original_actions_on_1000_simulator_observations(tmp_path: Path) -> None:
+    """Traced on a 14x2 observation, the file serves every network size up to its padding (16x2)."""
     from grl_aecnn.rl.policy import load_rllib_policy
 
     folder = exported_policy(tmp_path)
-    observed = observations(1000, seed=1)
+    observed = (observations(600, seed=1) + observations(200, seed=2, scenario=SCENARIO.model_copy(update={"num_devices": 5, "num_servers": 1}))
+                + observations(200, seed=3, scenario=SCENARIO.model_copy(update={"num_devices": 16})))
     entry = export_policy(folder, batch(observed[0]), tmp_path / "policy.onnx")
     assert entry["format"] == "onnx" and entry["inputs"]["device"][:2] == [1, 16]
     np.savez(tmp_path / "obs.npz", **{k: np.stack([o[k] for o in observed]).astype(np.float32) for k in OBS_KEYS})
@@ -46,7 +48,8 @@ def test_exported_policy_takes_the_original_actions_on_1000_simulator_observatio
     exported = np.load(tmp_path / "actions.npy")
     assert exported.shape == expected.shape == (1000, 16)
     assert np.array_equal(exported, expected)
-    assert len(np.unique(expected[:, :14])) >= 3  # local and offloading to both servers are compared
+    assert len(np.unique(expected[:600, :14])) >= 3  # local and offloading to both servers are compared
+    assert (expected[600:800, 5:] == 0).all() and (expected[800:, 14:] > 0).any()  # padding local; all 16 decide
 
 
 @pytest.fixture(scope="module")

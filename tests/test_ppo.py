@@ -39,6 +39,7 @@ from grl_aecnn.rl.learner import AddDeviceRewardsToTrainBatch, DeviceCreditPPOLe
 from grl_aecnn.rl.policy import load_rllib_policy, module_dir
 from grl_aecnn.rl.train import ENV_NAME, PolicyRun, TrainingInterrupted, env_config, rllib_config, train_ppo
 from grl_aecnn.rl.vector_env import DEVICE_REWARD, MECVectorEnv, make_vector_env
+from grl_aecnn.sim.core import slot_outcome
 from grl_aecnn.sim.env import MECEnv
 from rllib_models.base import deciding_devices
 
@@ -224,6 +225,27 @@ def test_vector_env_matches_single_env() -> None:
             assert vreward[0] == 0
 
 
+def test_difference_credit_is_each_devices_marginal_contribution() -> None:
+    """With credit 'difference' a device's reward column is the slot reward minus the slot
+    reward had it alone run locally, on the realised state the step used."""
+    cfg = load_config("quick", TINY)
+    env_config = {**MECEnv.env_config(cfg.scenario, PROFILE_PATH, ["aecnn"]), "credit": "difference"}
+    vector = MECVectorEnv(env_config, num_envs=1)
+    obs, _ = vector.reset(seed=3)
+    policy, n, offloads = RandomPolicy(seed=2), cfg.scenario.num_devices, 0
+    for _ in range(8):
+        core = vector.cores[0][1]
+        state, action = core.realised(), policy.act({k: v[0] for k, v in obs.items()})
+        obs, reward, _, _, info = vector.step(action[None])
+        for device in range(n):
+            alone = action[None, :n].copy()
+            alone[0, device] = 0
+            without = slot_outcome(core.sc, vector.points, state, alone).reward.sum()
+            assert info[DEVICE_REWARD][0, device] == pytest.approx(reward[0] - without)
+        offloads += int((action[:n] > 0).sum())
+    assert offloads > 0
+
+
 def tiny_rllib_config(*overrides: str) -> RLlibPPOConfig:
     cfg = load_config("quick", TINY + list(overrides))
     register_env(ENV_NAME, make_vector_env)
@@ -231,8 +253,10 @@ def tiny_rllib_config(*overrides: str) -> RLlibPPOConfig:
 
 
 def test_config_rejects_device_credit_with_discounting() -> None:
-    with pytest.raises(ConfigError, match="credit='device' needs gamma == 0"):
+    with pytest.raises(ConfigError, match="credit='difference' needs gamma == 0"):
         load_config("quick", TINY + ["policy.ppo.gamma=0.9"])
+    with pytest.raises(ConfigError, match="credit='device' needs gamma == 0"):
+        load_config("quick", TINY + ["policy.ppo.gamma=0.9", "policy.ppo.credit=device"])
     assert load_config("quick", TINY + ["policy.ppo.gamma=0.9", "policy.ppo.credit=slot"]).policy.ppo.gamma == 0.9
     assert tiny_rllib_config().learner_class is DeviceCreditPPOLearner
     assert tiny_rllib_config("policy.ppo.credit=slot").learner_class is not DeviceCreditPPOLearner
@@ -241,7 +265,7 @@ def test_config_rejects_device_credit_with_discounting() -> None:
 def test_device_rewards_reach_the_train_batch_step_aligned() -> None:
     """Each train-batch row gets the device rewards of its own step, also across an episode end
     and in chunks that continue an earlier sample: they sum to the row's reward."""
-    runner = SingleAgentEnvRunner(config=tiny_rllib_config())  # 8 copies, 25-slot episodes
+    runner = SingleAgentEnvRunner(config=tiny_rllib_config("policy.ppo.credit=device"))  # 8 copies, 25-slot episodes
     episodes = runner.sample(num_timesteps=8 * 27, explore=True)
     continued = runner.sample(num_timesteps=16, explore=True)
     assert any(episode.is_done for episode in episodes) and any(episode.t_started > 0 for episode in continued)

@@ -1,5 +1,6 @@
 """One system model: `slot_outcome` (the simulator) and `option_table` (the solvers) agree on
-random states and actions, infeasible ones included."""
+random states and actions, infeasible ones included; difference rewards are the marginal
+contributions they claim to be."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from grl_aecnn.profile import load_profile
-from grl_aecnn.sim.core import SlotState, decode_actions, encode_action, option_table, slot_outcome
+from grl_aecnn.sim.core import (SlotState, decode_actions, difference_rewards, encode_action, option_table,
+                                slot_outcome)
 from grl_aecnn.sim.points import point_table
 from grl_aecnn.sim.settings import ScenarioConfig
 
@@ -71,3 +73,26 @@ def test_action_code_round_trips() -> None:
     off, m2, v2 = decode_actions(code, 7)
     assert off.all() and (m2 == m).all() and (v2 == v).all()
     assert not decode_actions(np.array([0]), 7)[0].any()
+
+
+@settings(max_examples=200, deadline=None)
+@given(slots())
+def test_difference_rewards_are_marginal_contributions(case) -> None:
+    sc, state, actions = case
+    out = slot_outcome(sc, POINTS, state, actions)
+    diff = difference_rewards(sc, POINTS, state, actions, out.reward)
+    for n in range(sc.num_devices):
+        alone = actions.copy()
+        alone[0, n] = 0
+        without = slot_outcome(sc, POINTS, state, alone).reward.sum()
+        assert np.isclose(diff[0, n], out.reward.sum() - without)
+        if actions[0, n] == 0 or not state.task[0, n]:
+            assert diff[0, n] == 0  # a local device (or one without a task) changes nothing
+    # A device offloading alone affects nobody else: its marginal contribution is its own gain.
+    for n in np.flatnonzero(state.task[0] & (actions[0] > 0)):
+        single = np.zeros_like(actions)
+        single[0, n] = actions[0, n]
+        r = slot_outcome(sc, POINTS, state, single).reward
+        d = difference_rewards(sc, POINTS, state, single, r)
+        local = slot_outcome(sc, POINTS, state, np.zeros_like(actions)).reward
+        assert np.isclose(d[0, n], r[0, n] - local[0, n])

@@ -1,8 +1,10 @@
-"""Cut a torchvision ResNet into a device-side head and a server-side tail.
+"""Cut a torchvision CNN into a device-side head and a server-side tail.
 
-Split points are named after the ResNet stages: ``stem`` (conv1, bn1, relu, maxpool),
-``layer1`` .. ``layer4``. The head ends at the split point, the tail runs the rest of
-the network up to the logits, so ``tail(head(x)) == model(x)``.
+Split points (named in `split_points.py`) are stage boundaries: ResNet's ``stem`` (conv1, bn1,
+relu, maxpool) and ``layer1`` .. ``layer4``; MobileNetV2's and EfficientNet-B0's ``stem`` and
+``stage1`` .. ``stage3``. The head ends at the split point, the tail runs the rest of the
+network up to the logits, so ``tail(head(x)) == model(x)`` for every family, and everything
+downstream (codecs, FLOPs, profile, simulator) sees only a split tensor of some shape.
 """
 
 from __future__ import annotations
@@ -12,26 +14,20 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+from torchvision import models
 
-from grl_aecnn.backbone.split_points import SPLIT_POINTS
-_STAGE_MODULES = {
-    "stem": ("conv1", "bn1", "relu", "maxpool"),
-    "layer1": ("layer1",),
-    "layer2": ("layer2",),
-    "layer3": ("layer3",),
-    "layer4": ("layer4",),
-}
+# MobileNetV2's `features` is a flat list of blocks; a stage ends where the next one starts.
+_MOBILENET_V2_STAGE_ENDS = (1, 2, 4, 7, 11, 14, 17, 18, 19)
+_MOBILE_SPLITS = ("stem", "stage1", "stage2", "stage3")
 
 
 class Tail(nn.Sequential):
-    """The rest of the ResNet after a split point, ending in the classifier."""
+    """The rest of the network after a split point; the last module is the classifier."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for module in self:
-            if isinstance(module, nn.Linear):
-                x = torch.flatten(x, 1)
+        for module in self[:-1]:
             x = module(x)
-        return x
+        return self[-1](torch.flatten(x, 1))
 
 
 @dataclass(frozen=True)
@@ -51,19 +47,44 @@ class SplitInfo:
         return 4 * c * h * w
 
 
-def _check_split(split: str) -> None:
-    if split not in SPLIT_POINTS:
-        raise ValueError(f"unknown split point {split!r}; allowed: {', '.join(SPLIT_POINTS)}")
+def _stages(model: nn.Module) -> tuple[list[tuple[str, list[nn.Module]]], list[list[nn.Module]], list[nn.Module]]:
+    """(split points with their modules, later stages, pooling + classifier), in network order."""
+    if isinstance(model, models.ResNet):
+        stem = [model.conv1, model.bn1, model.relu, model.maxpool]
+        layers = [(f"layer{i}", [getattr(model, f"layer{i}")]) for i in range(1, 5)]
+        return [("stem", stem), *layers], [], [model.avgpool, model.fc]
+    if isinstance(model, models.MobileNetV2):
+        ends = _MOBILENET_V2_STAGE_ENDS
+        pool: nn.Module = nn.AdaptiveAvgPool2d(1)  # MobileNetV2 pools functionally in forward()
+    elif isinstance(model, models.EfficientNet):
+        ends = tuple(range(1, len(model.features) + 1))
+        pool = model.avgpool
+    else:
+        raise ValueError(f"cannot split a {type(model).__name__}; supported: ResNet, MobileNetV2, EfficientNet")
+    blocks = list(model.features)
+    groups = [blocks[start:end] for start, end in zip((0, *ends[:-1]), ends)]
+    n = len(_MOBILE_SPLITS)
+    return list(zip(_MOBILE_SPLITS, groups[:n])), groups[n:], [pool, model.classifier]
 
 
-def split_resnet(model: nn.Module, split: str) -> tuple[nn.Sequential, Tail]:
-    """Head and tail sharing the model's own modules (no copies: training one trains the model)."""
-    _check_split(split)
-    order = [name for stage in SPLIT_POINTS for name in _STAGE_MODULES[stage]]
-    cut = order.index(_STAGE_MODULES[split][-1]) + 1
-    head = nn.Sequential(*(getattr(model, name) for name in order[:cut]))
-    tail = Tail(*(getattr(model, name) for name in order[cut:]), model.avgpool, model.fc)
-    return head, tail
+def split_model(model: nn.Module, split: str) -> tuple[nn.Sequential, Tail]:
+    """Head and tail sharing the model's own modules (no copies: training one trains the model).
+
+    ResNet tails keep one child per module after the cut (stage by stage), MobileNet and
+    EfficientNet tails one child per stage, so `tail_finetune: first` trains the next stage.
+    """
+    points, later, top = _stages(model)
+    names = [name for name, _ in points]
+    if split not in names:
+        raise ValueError(f"unknown split point {split!r}; allowed: {', '.join(names)}")
+    cut = names.index(split) + 1
+    head = nn.Sequential(*(m for _, modules in points[:cut] for m in modules))
+    rest = [modules for _, modules in points[cut:]] + later
+    children = [m[0] if len(m) == 1 else nn.Sequential(*m) for m in rest]
+    return head, Tail(*children, *top)
+
+
+split_resnet = split_model  # the name the codec stage imports
 
 
 def count_flops(module: nn.Module, example: torch.Tensor) -> float:
@@ -78,7 +99,7 @@ def count_flops(module: nn.Module, example: torch.Tensor) -> float:
 
 def split_info(model: nn.Module, split: str, input_size: int) -> SplitInfo:
     """Shape of the split tensor and the FLOPs on each side, for one image."""
-    head, tail = split_resnet(model, split)
+    head, tail = split_model(model, split)
     x = torch.zeros(1, 3, input_size, input_size)
     was_training = model.training
     model.eval()

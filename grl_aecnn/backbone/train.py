@@ -1,4 +1,4 @@
-"""The backbone stage: train a torchvision ResNet with Ray Train, data-parallel.
+"""The backbone stage: train a torchvision CNN with Ray Train, data-parallel.
 
 Each Ray Train worker loads the dataset itself (small datasets live in memory), trains on its
 shard with SGD + Nesterov and a one-cycle schedule, and reports every epoch with a checkpoint.
@@ -34,7 +34,8 @@ from data_pipelines.datasets import TensorImages, load_splits, resolve_data_dir
 from data_pipelines.transforms import MEAN, STD
 from grl_aecnn.backbone.io import save_backbone
 from grl_aecnn.backbone.models import build_model
-from grl_aecnn.backbone.split import SPLIT_POINTS, split_info
+from grl_aecnn.backbone.split import split_info
+from grl_aecnn.backbone.split_points import split_points
 from grl_aecnn.config import BackboneConfig, DataConfig
 
 if TYPE_CHECKING:
@@ -218,10 +219,10 @@ def _last_epoch(run_folder: Path) -> int:
     return max(epochs, default=0)
 
 
-def _split_table(model: nn.Module, input_size: int) -> dict[str, dict[str, Any]]:
+def _split_table(model: nn.Module, arch: str, input_size: int) -> dict[str, dict[str, Any]]:
     """Split tensor shape and head/tail FLOPs at every split point, for the codecs and the simulator."""
     table = {}
-    for split in SPLIT_POINTS:
+    for split in split_points(arch):
         info = split_info(model, split, input_size)
         table[split] = {**asdict(info), "float32_bytes": info.float32_bytes}
     return table
@@ -280,7 +281,7 @@ def train_backbone(cfg: "ExperimentConfig", resume: bool) -> dict[str, Any]:
         "arch": bb.arch, "num_classes": splits.num_classes, "class_names": splits.class_names,
         "input_size": data_cfg.input_size, "dataset": splits.name, "normalize": {"mean": MEAN, "std": STD},
         "epochs": last["epoch"], "test_accuracy": last["test_accuracy"], "val_accuracy": last["val_accuracy"],
-        "split_info": _split_table(model, data_cfg.input_size),
+        "split_info": _split_table(model, bb.arch, data_cfg.input_size),
     }
     model_path, meta_path = save_backbone(stage, model, meta)
     _log_to_mlflow(history, splits.sizes(), model_path, meta_path)

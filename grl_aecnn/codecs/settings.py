@@ -18,7 +18,8 @@ def _no_repeats(values: list) -> list:
     return values
 
 
-SplitName = Literal["stem", "layer1", "layer2", "layer3", "layer4"]
+# every family's split points; which ones an arch has: grl_aecnn/backbone/split_points.py
+SplitName = Literal["stem", "layer1", "layer2", "layer3", "layer4", "stage1", "stage2", "stage3"]
 ScaleMode = Literal["calibrated", "per-sample"]
 
 

@@ -17,11 +17,13 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from grl_aecnn.policies.base import bind_policy
 from grl_aecnn.policies.registry import PolicySpec, build_policy, read_index
 from grl_aecnn.profile import CodecProfile, load_profile
+from grl_aecnn.progress import LogLines
 from grl_aecnn.sim.env import EPISODE_METRICS, MECEnv, episode_metrics
 from grl_aecnn.sim.scenarios import NETWORK, ScenarioDistribution, with_changes
 from grl_aecnn.sim.settings import ScenarioConfig
@@ -201,12 +203,25 @@ def evaluate(profile: CodecProfile | str | Path, scenario: ScenarioConfig, ev: "
     jobs = [(a, v, sc, spec) for a, v, sc in scenarios for spec in specs]
     args = [(spec, sc, profile, (ev.default_episodes or ev.episodes) if a == "default" else ev.episodes, seed)
             for a, v, sc, spec in jobs]
+    bar = tqdm(total=len(args), desc="evaluate", disable=None)
+    lines = LogLines()
+
+    def progress(results: Iterable[PolicyRun]) -> Iterator[PolicyRun]:
+        """Advance the bar (terminal) or print a line (log) per finished job, in job order."""
+        for done, ((axis, value, _, spec), run) in enumerate(zip(jobs, results), 1):
+            bar.update()
+            if bar.disable:
+                lines(f"[evaluation] {done}/{len(jobs)} {axis}={value} {spec.name}: reward/slot "
+                      f"{np.mean(run.episodes['reward']):.3f}", final=done == len(jobs))
+            yield run
+
     if ev.workers == 1:  # in this process: policy kinds registered here only are available
-        runs = [run_policy(*a) for a in tqdm(args, desc="evaluate", disable=None)]
+        runs = list(progress(run_policy(*a) for a in args))
     else:  # every job is seeded on its own, so the results do not depend on the workers
         # Spawned, not forked: the caller may hold Ray and torch threads.
         with ProcessPoolExecutor(max_workers=ev.workers or os.cpu_count(), mp_context=get_context("spawn")) as pool:
-            runs = list(tqdm(pool.map(run_policy, *zip(*args)), total=len(args), desc="evaluate", disable=None))
+            runs = list(progress(pool.map(run_policy, *zip(*args))))
+    bar.close()
     for (axis, value, sc, spec), run in zip(jobs, runs):
         inside = dist.contains(sc, scenario) if not dist.empty else axis == "default"
         rows.append(_row(axis, value, run, spec, sc, inside))

@@ -32,10 +32,12 @@ class PPOConfig(Section):
                     "slot is a contextual bandit and the reward minus the value is the advantage.",
     )
     gae_lambda: float = Field(0.9, ge=0, le=1)
-    credit: Literal["device", "slot"] = Field(
-        "device",
-        description="device: each device's action is scored by its own reward minus its own value "
-                    "(per-device PPO ratio, advantage, value and entropy; needs gamma 0); slot: RLlib's "
+    credit: Literal["difference", "device", "slot"] = Field(
+        "difference",
+        description="difference: each device's action is scored by its marginal contribution to the "
+                    "slot reward (the reward had it run locally subtracted) minus its own value; device: "
+                    "by its own reward minus its own value, blind to what its offload costs the others "
+                    "(both per-device PPO ratio, advantage, value and entropy; need gamma 0); slot: RLlib's "
                     "PPO loss, one advantage of the summed slot reward for all N decisions.",
     )
     train_batch_size: int = Field(1000, ge=8, le=10**7, description="Env steps (slots) per iteration.")
@@ -57,7 +59,7 @@ class PPOConfig(Section):
 
     @model_validator(mode="after")
     def _device_credit_is_a_bandit(self) -> "PPOConfig":
-        if self.credit == "device" and self.gamma != 0:
-            raise ValueError(f"credit='device' needs gamma == 0 (got gamma={self.gamma}): a device's reward "
+        if self.credit != "slot" and self.gamma != 0:
+            raise ValueError(f"credit='{self.credit}' needs gamma == 0 (got gamma={self.gamma}): a device's reward "
                              "is its own only within the slot; set credit='slot' to discount over slots")
         return self

@@ -281,14 +281,14 @@ def env_config(cfg: ExperimentConfig, profile: CodecProfile, run: PolicyRun) -> 
     scenario = cfg.scenario.model_copy(update={"codecs": list(run.codecs)})
     return {"policy": run.name, "scenario": scenario.model_dump(mode="json"),
             "profile": profile.model_dump(mode="json"), "codecs": list(run.codecs), "seed": None,
-            "train_scenarios": cfg.policy.train_scenarios.model_dump(mode="json")}
+            "train_scenarios": cfg.policy.train_scenarios.model_dump(mode="json"), "credit": cfg.policy.ppo.credit}
 
 
 def rllib_config(cfg: ExperimentConfig, env: dict[str, Any] | Any) -> RLlibPPOConfig:
     """RLlib's PPO config from ``policy.ppo``; ``env`` may be a Tune grid over env configs.
 
-    ``credit="device"`` swaps in ``DeviceCreditPPOLearner`` (it adds the per-device reward
-    column to its learner connector itself); ``"slot"`` is RLlib's own PPO learner.
+    ``credit="device"`` or ``"difference"`` swaps in ``DeviceCreditPPOLearner`` (it adds the
+    per-device reward column to its learner connector itself); ``"slot"`` is RLlib's own PPO learner.
     """
     ppo = cfg.policy.ppo
     config = (
@@ -296,7 +296,7 @@ def rllib_config(cfg: ExperimentConfig, env: dict[str, Any] | Any) -> RLlibPPOCo
         .environment(ENV_NAME, env_config=env)
         .env_runners(num_env_runners=ppo.num_env_runners, num_envs_per_env_runner=ppo.num_envs_per_env_runner,
                      gym_env_vectorize_mode=gym.VectorizeMode.VECTOR_ENTRY_POINT)
-        .learners(num_learners=0, learner_class=DeviceCreditPPOLearner if ppo.credit == "device" else None)
+        .learners(num_learners=0, learner_class=None if ppo.credit == "slot" else DeviceCreditPPOLearner)
         .training(lr=ppo.lr, gamma=ppo.gamma, lambda_=ppo.gae_lambda, train_batch_size_per_learner=ppo.train_batch_size,
                   minibatch_size=ppo.minibatch_size, num_epochs=ppo.num_epochs, clip_param=ppo.clip_param,
                   entropy_coeff=ppo.entropy_coeff, vf_loss_coeff=ppo.vf_loss_coeff, grad_clip=ppo.grad_clip)

@@ -17,9 +17,10 @@ the observations stack), so a batch mixes many scenarios and the policy learns t
 scenario context in its observation; that costs the batching's speed-up (about the speed of
 separate ``MECEnv``s, bench/bench_policy.py), small beside the learner update.
 
-Besides ``MECEnv``'s info, each copy's info carries ``device_reward`` ``(N_max,)``: the
-per-device rewards the scalar reward sums (0 for padding), for per-device credit assignment
-(``grl_aecnn.rl.learner``).
+Besides ``MECEnv``'s info, each copy's info carries ``device_reward`` ``(N_max,)`` (0 for
+padding) for per-device credit assignment (``grl_aecnn.rl.learner``): with
+``env_config["credit"] == "difference"`` each device's marginal contribution to the slot reward
+(`grl_aecnn.sim.core.difference_rewards`), otherwise the per-device rewards the scalar reward sums.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector.utils import batch_space
 
-from grl_aecnn.sim.core import SlotOutcome, VecMEC
+from grl_aecnn.sim.core import SlotOutcome, VecMEC, difference_rewards
 from grl_aecnn.sim.env import InvalidActionError, MECEnv, action_mask, observe, slot_metrics
 from grl_aecnn.sim.scenarios import ScenarioDistribution, ScenarioSampler
 from grl_aecnn.sim.settings import ScenarioConfig
@@ -55,6 +56,7 @@ class MECVectorEnv(gym.vector.VectorEnv):
         dist = ScenarioDistribution.model_validate(env_config.get("train_scenarios") or {})
         self.sampler = None if dist.empty else ScenarioSampler(self.scenario, dist)
         self.rng = np.random.default_rng(env_config.get("seed"))
+        self.difference = env_config.get("credit") == "difference"
         # (first copy, core) pairs: one batched core, or one core per copy when scenarios vary.
         self.cores: list[tuple[int, VecMEC]] = [(0, VecMEC(self.scenario, batch=num_envs, seed=env_config.get("seed")))]
         self._episode_over = True
@@ -81,12 +83,13 @@ class MECVectorEnv(gym.vector.VectorEnv):
         rows = []
         for first, core in self.cores:
             copies = slice(first, first + core.batch)
-            task = core.task.copy()
-            out = core.step(self.points, act[copies, : core.sc.num_devices])
-            rows += [(core.sc, _copy(out, b), task[b:b + 1]) for b in range(core.batch)]
+            task, state, taken = core.task.copy(), core.realised(), act[copies, : core.sc.num_devices]
+            out = core.step(self.points, taken)
+            credit = difference_rewards(core.sc, self.points, state, taken, out.reward) if self.difference else out.reward
+            rows += [(core.sc, _copy(out, b), task[b:b + 1], credit[b]) for b in range(core.batch)]
         self._episode_over = self.cores[0][1].slot >= self.scenario.episode_slots
         truncated = np.full(self.num_envs, self._episode_over)
-        reward = np.array([out.reward.sum() for _, out, _ in rows])
+        reward = np.array([out.reward.sum() for _, out, _, _ in rows])
         return self._obs(), reward, np.zeros(self.num_envs, dtype=bool), truncated, self._infos(rows)
 
     def _check(self, act: np.ndarray) -> np.ndarray:
@@ -107,13 +110,13 @@ class MECVectorEnv(gym.vector.VectorEnv):
         parts = [observe(core.sc, self.points, core.estimated()) for _, core in self.cores]
         return parts[0] if len(parts) == 1 else {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
-    def _infos(self, rows: list[tuple[ScenarioConfig, SlotOutcome, np.ndarray]]) -> dict[str, np.ndarray]:
+    def _infos(self, rows: list[tuple[ScenarioConfig, SlotOutcome, np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
         """``MECEnv``'s per-slot info and ``device_reward`` of every copy, in Gymnasium's vector-info layout."""
-        metrics = [slot_metrics(sc, out, task) for sc, out, task in rows]
+        metrics = [slot_metrics(sc, out, task) for sc, out, task, _ in rows]
         infos: dict[str, np.ndarray] = {key: np.array([row[key] for row in metrics]) for key in metrics[0]}
         infos[DEVICE_REWARD] = np.zeros((self.num_envs, self.scenario.max_devices))
-        for b, (sc, out, _) in enumerate(rows):
-            infos[DEVICE_REWARD][b, : sc.num_devices] = out.reward[0]
+        for b, (sc, _, _, credit) in enumerate(rows):
+            infos[DEVICE_REWARD][b, : sc.num_devices] = credit
         return {**infos, **{f"_{key}": np.ones(self.num_envs, dtype=bool) for key in infos}}
 
 

@@ -82,7 +82,7 @@ def offload_needs(sc: ScenarioConfig, pts: PointTable, gain: np.ndarray, capacit
         snr_db = 10.0 * np.log10(snr)
     x = np.where(pts.is_analog[v], pts.channel_uses[v] / sc.bandwidth_hz, digital_tx)
     y = pts.server_flops[v] / capacity
-    t_dev = pts.device_flops[v] / device_flops
+    t_dev = pts.device_flops[v] / device_flops + sc.encode_time_scale * pts.encode_s[v]
     return t_dev, x, y, pts.accuracy_at(v, snr_db)
 
 
@@ -115,6 +115,23 @@ def slot_outcome(sc: ScenarioConfig, pts: PointTable, state: SlotState, actions:
     on_time = state.task & (latency <= state.deadline * (1.0 + TIME_TOL))
     return SlotOutcome(latency=latency, on_time=on_time, accuracy=accuracy,
                        reward=task_reward(sc, state.task, on_time, accuracy), offloaded=off)
+
+
+def difference_rewards(sc: ScenarioConfig, pts: PointTable, state: SlotState, actions: np.ndarray,
+                       reward: np.ndarray) -> np.ndarray:
+    """Each device's marginal contribution to the slot reward, (B, N): the summed reward of
+    `actions` minus the summed reward had that device alone run locally instead.
+
+    Unlike the device's own reward it charges the device for what its offload costs the others
+    on the shared band and server; the subtracted term does not depend on the device's own
+    choice, so a policy gradient with it stays unbiased for the summed reward. 0 for a device
+    that runs locally or has no task."""
+    batch, n = actions.shape
+    counterfactual = np.repeat(actions[None], n, axis=0)  # (N, B, N): row k has device k local
+    counterfactual[np.arange(n), :, np.arange(n)] = 0
+    alone = slot_outcome(sc, pts, state.repeat_batch(n), counterfactual.reshape(n * batch, n))
+    without = alone.reward.sum(axis=1).reshape(n, batch).T
+    return reward.sum(axis=1, keepdims=True) - without
 
 
 class VecMEC:

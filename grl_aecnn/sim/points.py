@@ -23,7 +23,8 @@ class PointTable:
     bits: np.ndarray  # (V,) bits sent (digital), 0 for analog
     channel_uses: np.ndarray  # (V,) complex symbols (analog), 0 for digital
     is_analog: np.ndarray  # (V,) bool
-    device_flops: np.ndarray  # (V,)
+    device_flops: np.ndarray  # (V,) head + codec encoder
+    encode_s: np.ndarray  # (V,) measured encode time on the profiling host (encoder, quantiser, coder)
     server_flops: np.ndarray  # (V,)
     snr_grid_db: np.ndarray  # (G,) union of the analog tables' SNRs (empty without analog points)
     acc_vs_snr: np.ndarray  # (V, G) accuracy on the grid (digital rows: constant)
@@ -71,6 +72,7 @@ def point_table(profile: CodecProfile, codecs: list[str]) -> PointTable:
         channel_uses=np.array([float(p.channel_uses or 0.0) if p.is_analog else 0.0 for p in points]),
         is_analog=np.array([p.is_analog for p in points]),
         device_flops=np.array([p.device_flops for p in points]),
+        encode_s=np.array([p.encode_ms / 1e3 for p in points]),
         server_flops=np.array([p.server_flops for p in points]),
         snr_grid_db=grid,
         acc_vs_snr=np.array(rows).reshape(len(points), grid.size),

@@ -47,6 +47,9 @@ class ScenarioConfig(Section):
     # -- compute ------------------------------------------------------------------------
     device_flops_min: float = Field(0.2e9, gt=0, description="Device FLOP/s ~ U[min, max] per episode.")
     device_flops_max: float = Field(1.0e9, gt=0)
+    encode_time_scale: float = Field(
+        0.0, ge=0, le=1e6, description="Device seconds per second of the profile's measured encode time, added to "
+                                        "device_flops/f_n (0: FLOPs only, independent of the profiling host).")
     server_flops: float = Field(40e9, gt=0, description="Nominal ES FLOP/s, scaled by beta_m.")
     capacity_mean: float = Field(0.6, gt=0, le=1, description="Mean available fraction beta_m.")
     capacity_std: float = Field(0.2, ge=0, description="Stationary std of beta_m (AR(1), clipped).")
