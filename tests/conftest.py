@@ -49,6 +49,7 @@ def tiny_config(tmp_path: Path, mlflow_store: str):
         "data.input_size=32",
         "backbone.epochs=1",
         "backbone.batch_size=64",
+        "codecs.seeds=1",
         "ray.num_cpus=2",
     ])
 

@@ -74,8 +74,6 @@ def codec_blob(kind: str, z: torch.Tensor, tail: nn.Module | None = None) -> byt
     torch.manual_seed(0)
     spec = CODEC_SPECS[kind]
     codec = build_codec(spec, SHAPE).eval()
-    if kind == "aecnn":
-        codec.calibrate(z)
-    if hasattr(codec, "fit_symbols"):
-        codec.fit_symbols(z)
+    codec.prepare(z)
+    codec.finish(z)
     return save_codec(codec, spec, SHAPE, tail if tail is not None else nn.Sequential(), [])

@@ -30,6 +30,7 @@ from safetensors.torch import save as st_save
 from grl_aecnn.ablate.selection import channel_importance
 from grl_aecnn.ablate.settings import ROWS, AblationConfig
 from grl_aecnn.codecs.store import _metadata, load_codec, point_specs
+from grl_aecnn.codecs.seeds import trial_id
 from grl_aecnn.codecs.sweep import SweepInputs, _tail, measure_points, prepare_inputs, run_trials
 from grl_aecnn.config import ExperimentConfig
 
@@ -50,7 +51,8 @@ def seeds_of(cfg: ExperimentConfig, n: int) -> list[int]:
 
 
 def point_id(row: str, index: int) -> str:
-    return f"{row}-s{index}"
+    """The trial id of a row's seed index (the sweep's own naming)."""
+    return trial_id({"id": row, "seed": index})
 
 
 def _trained_rows(abl: AblationConfig) -> list[str]:
@@ -71,7 +73,8 @@ def trial_specs(abl: AblationConfig, cfg: ExperimentConfig, inputs: SweepInputs)
             if (method, seed) not in rankings:
                 rankings[(method, seed)] = channel_importance(method, tail, t["train_z"], t["train_y"], c, seed)
             base = point_specs(c, rankings[(method, seed)], inputs.shape[0])[0]
-            spec = {**base, "id": point_id(row, i), "seed": seed}  # base keeps the ranking's top k
+            # base keeps the ranking's top k; every row trains with the same seeds, index by index
+            spec = {**base, "id": row, "seed": i, "seed_group": base["id"]}
             if abl.mechanism == "recovery":
                 spec["recovery"] = row
             if abl.mechanism == "schedule" and row == "end_to_end":

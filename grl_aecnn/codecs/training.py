@@ -31,10 +31,12 @@ from tqdm import tqdm
 
 from data_pipelines.shards import SplitArray, chunk_rows, sample_rows
 from grl_aecnn.codecs.aecnn import ChannelAttention
+from grl_aecnn.codecs.base import Codec
 from grl_aecnn.codecs.settings import CodecsConfig
 from grl_aecnn.codecs.store import tail_prefixes
 
 Logger = Callable[[str, dict[str, float]], None]
+OnStep = Callable[[int, torch.Tensor], None]  # (steps done, torch RNG state): a checkpoint
 STEPS = ("feature", "codec", "joint")  # steps 2-4 above, in order
 FIT_BYTES = 256 * 2**20  # split tensors a quantiser / symbol model is fitted on, at most
 Tensors = torch.Tensor | SplitArray
@@ -109,17 +111,23 @@ def needs_teacher(cfg: CodecsConfig) -> bool:
     return cfg.distillation > 0 and (cfg.schedule.codec > 0 or cfg.schedule.joint > 0)
 
 
-def train_codec(codec: nn.Module, tail: nn.Module, z: Tensors, y: torch.Tensor, cfg: CodecsConfig,
+def train_codec(codec: Codec, tail: nn.Module, z: Tensors, y: torch.Tensor, cfg: CodecsConfig,
                 seed: int, log: Logger, teacher: torch.Tensor | None = None, start: int = 0,
-                on_step: Callable[[int], None] | None = None) -> list[str]:
-    """Steps 2-4 (calibrating AECNN's quantiser first); fits the codec's symbol model at the end.
+                on_step: OnStep | None = None, rng_state: torch.Tensor | None = None) -> list[str]:
+    """Steps 2-4 (after the codec's `prepare`); the codec's `finish` (its entropy model) at the end.
     `teacher` holds the clean tail's logits on z (computed here if not given; the sweep computes
-    them once for all trials). `start`: steps already done (a resumed codec, calibrated and with
-    the tail untouched); `on_step(n)` is called when n steps are done and the tail is still
-    untouched, for a checkpoint. Returns the tail modules trained."""
-    torch.manual_seed(seed)
-    if hasattr(codec, "calibrate") and start == 0:
-        codec.calibrate(sample_rows(z, FIT_BYTES, seed))
+    them once for all trials). `start`: steps already done (a resumed codec, prepared and with
+    the tail untouched) and `rng_state` the torch RNG state saved with them, so a resumed trial
+    continues bit for bit as an uninterrupted one; `on_step(n, rng_state)` is called when n
+    steps are done and the tail is still untouched, for a checkpoint. Data order comes from
+    generators seeded by `seed` and the step. Returns the tail modules trained."""
+    if start == 0:
+        torch.manual_seed(seed)
+        codec.prepare(sample_rows(z, FIT_BYTES, seed))
+    elif rng_state is None:
+        raise ValueError("a resumed codec needs the RNG state saved with its checkpoint")
+    else:
+        torch.set_rng_state(rng_state)
     if teacher is None and needs_teacher(cfg):
         teacher = teacher_logits(tail, z)
     plan = cfg.schedule
@@ -160,17 +168,16 @@ def train_codec(codec: nn.Module, tail: nn.Module, z: Tensors, y: torch.Tensor, 
             metrics.update(task_loss=total[0] / count, train_accuracy=total[2] / count)
         log(name, metrics)
         if on_step is not None and step + 1 < len(steps):
-            on_step(step + 1)
+            on_step(step + 1, torch.get_rng_state())
     for p in tail.parameters():
         p.requires_grad_(False)
     codec.eval()
-    if hasattr(codec, "fit_symbols"):
-        codec.fit_symbols(sample_rows(z, FIT_BYTES, seed))
+    codec.finish(sample_rows(z, FIT_BYTES, seed))
     return steps[2][1] if plan.joint > 0 else []
 
 
 @torch.no_grad()
-def accuracy(codec: nn.Module | None, tail: nn.Module, z: Tensors, y: torch.Tensor) -> float:
+def accuracy(codec: Codec | None, tail: nn.Module, z: Tensors, y: torch.Tensor) -> float:
     """Top-1 through codec (its training path, no bitstream) and tail; None = clean tail."""
     tail.eval()
     if codec is not None:
