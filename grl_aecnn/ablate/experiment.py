@@ -23,15 +23,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from data_pipelines.shards import sample_rows
 from grl_aecnn.ablate.selection import channel_importance
 from grl_aecnn.ablate.settings import ROWS, AblationConfig
+from grl_aecnn.codecs.entropy import SymbolTables
 from grl_aecnn.codecs.store import _metadata, load_codec, point_specs
 from grl_aecnn.codecs.seeds import trial_id
 from grl_aecnn.codecs.sweep import SweepInputs, _tail, measure_points, prepare_inputs, run_trials
+from grl_aecnn.codecs.training import FIT_BYTES
 from grl_aecnn.config import ExperimentConfig
 
 
@@ -89,11 +91,12 @@ def entropy_variant(blob: bytes, row: str, index: int, inputs: SweepInputs) -> b
     """The paper's trained codec sent with another entropy coder (same weights: same accuracy)."""
     tensors, meta = st_load(blob), _metadata(blob)
     spec = {**json.loads(meta["spec"]), "id": point_id(row, index)}
-    if row == "channel":
+    if row == "channel":  # one table per channel: the entropy tables of a grid of 1 cell
         codec, _ = load_codec(blob, _tail(inputs))
         codec.grid = spec["grid"] = 1
-        codec.fit_symbols(inputs.tensors["train_z"])
-        tensors["symbols.probs"] = torch.from_numpy(codec.symbols.probs)
+        codec.entropy = SymbolTables(len(codec.channels), codec.shape[1:], codec.entropy.alphabet, 1)
+        codec.fit_symbols(sample_rows(inputs.tensors["train_z"], FIT_BYTES, 0))
+        tensors["codec.entropy.probs"] = codec.entropy.probs.clone()
     elif row == "raw":
         spec["entropy_coded"] = False
     return st_save(tensors, metadata={**meta, "spec": json.dumps(spec)})
