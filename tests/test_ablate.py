@@ -20,6 +20,7 @@ from grl_aecnn.backbone.models import build_model
 from grl_aecnn.backbone.split import split_resnet
 from grl_aecnn.cli import EXIT_CONFIG, main
 from grl_aecnn.codecs.aecnn import AECNNCodec
+from grl_aecnn.codecs.seeds import trial_id, trial_seeds
 from grl_aecnn.codecs.settings import CodecsConfig
 from grl_aecnn.codecs.store import load_codec, save_codec
 from grl_aecnn.codecs.training import train_codec
@@ -191,23 +192,25 @@ def test_trial_specs_change_only_the_ablated_mechanism(split_data):
     inputs = SweepInputs("resnet18", 10, "digits", 32, "stem", model.state_dict(), tensors, None)
     def specs(**kw):
         abl = AblationConfig(seeds=2, kept_channels=3, **kw)
-        return {s["id"]: s for s in trial_specs(abl, _cfg(*abl.overrides(), "codecs.batch_size=16"), inputs)}
+        return {trial_id(s): s for s in trial_specs(abl, _cfg(*abl.overrides(), "codecs.batch_size=16"), inputs)}
 
     cfg = _cfg()
-    seeds = seeds_of(cfg, 2)
 
     recovery = specs(mechanism="recovery", rows=["learned", "mean"])
-    assert sorted(recovery) == ["learned-s0", "learned-s1", "mean-s0", "mean-s1"]
-    assert recovery["mean-s1"]["recovery"] == "mean" and recovery["mean-s1"]["seed"] == seeds[1]
+    assert sorted(recovery) == ["learned", "learned-seed1", "mean", "mean-seed1"]
+    assert recovery["mean-seed1"]["recovery"] == "mean" and recovery["mean-seed1"]["seed"] == 1
+    # every row draws the same training seeds, index by index (paired rows)
+    assert trial_seeds(cfg.seed, recovery["mean-seed1"]) == trial_seeds(cfg.seed, recovery["learned-seed1"])
+    assert trial_seeds(cfg.seed, recovery["mean"]) != trial_seeds(cfg.seed, recovery["mean-seed1"])
     # same seed: same CBAM ranking, so the rows differ only in recovery
-    assert recovery["mean-s0"]["channels"] == recovery["learned-s0"]["channels"]
-    assert len(recovery["mean-s0"]["channels"]) == 3
+    assert recovery["mean"]["channels"] == recovery["learned"]["channels"]
+    assert len(recovery["mean"]["channels"]) == 3
     schedule = specs(mechanism="schedule")
     s = cfg.codecs.schedule
-    assert schedule["end_to_end-s0"]["codecs"]["schedule"] == {"attention": s.attention, "feature": 0.0,
-                                                                "codec": 0.0, "joint": s.codec + s.joint}
-    assert "codecs" not in schedule["staged-s0"]
-    assert sorted(specs(mechanism="entropy")) == ["cell-s0", "cell-s1"]  # one trained codec per seed
+    assert schedule["end_to_end"]["codecs"]["schedule"] == {"attention": s.attention, "feature": 0.0,
+                                                             "codec": 0.0, "joint": s.codec + s.joint}
+    assert "codecs" not in schedule["staged"]
+    assert sorted(specs(mechanism="entropy")) == ["cell", "cell-seed1"]  # one trained codec per seed
     selection = specs(mechanism="selection", rows=["cbam", "l1", "random"])
-    assert selection["l1-s0"]["channels"] == selection["l1-s1"]["channels"]  # training-free and deterministic
-    assert selection["random-s0"]["channels"] != selection["random-s1"]["channels"]
+    assert selection["l1"]["channels"] == selection["l1-seed1"]["channels"]  # training-free and deterministic
+    assert selection["random"]["channels"] != selection["random-seed1"]["channels"]

@@ -87,10 +87,10 @@ def trial_specs(abl: AblationConfig, cfg: ExperimentConfig, inputs: SweepInputs)
     return specs
 
 
-def entropy_variant(blob: bytes, row: str, index: int, inputs: SweepInputs) -> bytes:
+def entropy_variant(blob: bytes, row: str, inputs: SweepInputs) -> bytes:
     """The paper's trained codec sent with another entropy coder (same weights: same accuracy)."""
     tensors, meta = st_load(blob), _metadata(blob)
-    spec = {**json.loads(meta["spec"]), "id": point_id(row, index)}
+    spec = {**json.loads(meta["spec"]), "id": row}  # the paper's spec keeps its seed index
     if row == "channel":  # one table per channel: the entropy tables of a grid of 1 cell
         codec, _ = load_codec(blob, _tail(inputs))
         codec.grid = spec["grid"] = 1
@@ -114,12 +114,11 @@ def run_ablation(abl: AblationConfig, cfg: ExperimentConfig, model: Any, meta: d
     specs = trial_specs(abl, cfg, inputs)
     blobs, _ = run_trials(cfg, inputs, specs, out, resume)  # (weights, nodes of each point)
     if abl.mechanism == "entropy":
-        blobs.update({point_id(row, i): entropy_variant(blobs[point_id(abl.paper, i)], row, i, inputs)
+        blobs.update({point_id(row, i): entropy_variant(blobs[point_id(abl.paper, i)], row, inputs)
                       for row in abl.rows[1:] for i in range(abl.seeds)})
     ids = [point_id(row, i) for row in abl.rows for i in range(abl.seeds)]
     frame: pd.DataFrame = measure_points(cfg, inputs, [blobs[p] for p in ids])
-    per_point = frame[frame.point.isin(ids)].groupby("point").agg(
+    per_trial = frame[frame.point.isin(abl.rows)].groupby(["point", "seed"]).agg(  # rows named by point and seed
         accuracy=("correct", "mean"), payload=("payload_bytes", "mean"))
-    return [Trial(row, i, float(per_point.loc[point_id(row, i), "accuracy"]),
-                  float(per_point.loc[point_id(row, i), "payload"]))
+    return [Trial(row, i, float(per_trial.loc[(row, i), "accuracy"]), float(per_trial.loc[(row, i), "payload"]))
             for row in abl.rows for i in range(abl.seeds)]
