@@ -5,7 +5,6 @@ end on digits through real Tune trials and real bitstreams."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +16,6 @@ from grl_aecnn.ablate.selection import channel_importance
 from grl_aecnn.ablate.settings import AblationConfig, load_ablation
 from grl_aecnn.ablate.stats import estimate, paired_difference
 from grl_aecnn.backbone.models import build_model
-from grl_aecnn.backbone.split import split_resnet
 from grl_aecnn.cli import EXIT_CONFIG, main
 from grl_aecnn.codecs.aecnn import AECNNCodec
 from grl_aecnn.codecs.seeds import trial_id, trial_seeds
@@ -93,15 +91,6 @@ def test_table_states_sign_size_and_where_the_paper_does_not_win(tmp_path):
     ent = AblationConfig(mechanism="entropy")
     trials = [Trial(r, i, 0.8, b + i) for r, b in (("cell", 40), ("channel", 45), ("raw", 64)) for i in range(3)]
     assert build_table(ent, trials)[2].verdict == "the paper's mechanism wins (+24.00 ± 0.00 B)"
-
-
-@pytest.fixture(scope="module")
-def split_data():
-    torch.manual_seed(0)
-    head, tail = split_resnet(build_model("resnet18", 10).eval(), "stem")
-    with torch.no_grad():
-        z = head(torch.randn(48, 3, 32, 32))
-    return tail, z, torch.randint(0, 10, (48,))
 
 
 def test_training_free_rankings_pick_what_they_say(split_data):

@@ -9,8 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from grl_aecnn.backbone.models import build_model
-from grl_aecnn.backbone.split import split_resnet
 from grl_aecnn.codecs.base import AnalogCodec, Codec, DigitalCodec
 from grl_aecnn.codecs.registry import CODECS
 from grl_aecnn.codecs.seeds import trial_id, trial_seeds, with_seeds
@@ -24,24 +22,15 @@ CFG = CodecsConfig(train=list(CODECS), aecnn={"kept_channels": [3], "bits": [2],
                    batch_size=16, tail_finetune="first", schedule={"feature": 0.5, "codec": 0.5, "joint": 0.5})
 
 
-@pytest.fixture(scope="module")
-def data():
-    torch.manual_seed(0)
-    head, tail = split_resnet(build_model("resnet18", 10).eval(), "stem")
-    with torch.no_grad():
-        z = head(torch.randn(48, 3, 32, 32))
-    return tail, z, torch.randint(0, 10, (48,))
-
-
 def _specs() -> dict[str, dict]:
     return {s["codec"]: s for s in point_specs(CFG, np.arange(64.0), 64)}
 
 
 @pytest.mark.parametrize("name", sorted(CODECS))
-def test_codec_restores_from_its_state_alone(data, name):
+def test_codec_restores_from_its_state_alone(split_data, name):
     """Trained, saved and loaded: the same streams (entropy tables come back from the state_dict,
     nothing is refitted), the same FLOPs and profile variants."""
-    tail, z, y = data
+    tail, z, y = split_data
     spec = _specs()[name]
     torch.manual_seed(1)
     codec = CODECS[name].from_spec(spec, SHAPE)
@@ -66,10 +55,10 @@ def test_codec_restores_from_its_state_alone(data, name):
 
 
 @pytest.mark.parametrize("name", ["bottlenetpp", "deepjscc"])
-def test_resumed_trial_is_bit_identical_to_an_uninterrupted_one(data, name):
+def test_resumed_trial_is_bit_identical_to_an_uninterrupted_one(split_data, name):
     """BottleNet++ and DeepJSCC draw channel noise from torch's RNG while training: the resumed
     trial only matches because its checkpoint carries the RNG state."""
-    tail, z, y = data
+    tail, z, y = split_data
     spec = _specs()[name]
     torch.manual_seed(1)
     whole, whole_tail = CODECS[name].from_spec(spec, SHAPE), copy.deepcopy(tail)
