@@ -19,7 +19,6 @@ from grl_aecnn.backbone.models import ARCHS, build_model
 from grl_aecnn.backbone.split import split_info
 from grl_aecnn.backbone.split_points import split_points
 from grl_aecnn.codecs.store import build_codec
-from grl_aecnn.codecs.sweep import codec_flops
 
 # the quick preset's smallest BottleNet++ and DeepJSCC points (AECNN's encoder has no multiply-adds)
 ENCODERS = {
@@ -68,7 +67,7 @@ def flops_table(arch: str, size: int) -> None:
           f"(aecnn 0, {', '.join(ENCODERS)})")
     for split in split_points(arch):
         info = split_info(model, split, size)
-        encoders = [codec_flops(build_codec({"id": name, **spec}, info.shape).eval(), info.shape)[0] / 1e6
+        encoders = [build_codec({"id": name, **spec}, info.shape).eval().flops()[0] / 1e6
                     for name, spec in ENCODERS.items()]
         print(f"  {split:7s} {str(info.shape):15s} {info.float32_bytes:8d} B  head {info.head_flops / 1e6:8.2f}  "
               f"tail {info.tail_flops / 1e6:8.2f}  encoders " + " / ".join(f"{e:.2f}" for e in encoders))

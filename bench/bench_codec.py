@@ -17,6 +17,7 @@ Part 2 prints the profile's rate-accuracy table.
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -33,13 +34,14 @@ from grl_aecnn.codecs.entropy import SymbolModel, cell_index, pack_raw
 def split_tensors(stage: Path | None) -> tuple[torch.Tensor, torch.Tensor, np.ndarray | None]:
     """(train, test) split tensors: from a codecs stage folder, else digits through a random head."""
     if stage is not None:
-        from safetensors.torch import load_file
         import json
 
-        t = load_file(str(stage / "split_tensors.safetensors"))
+        from data_pipelines.shards import SplitArray
+
         imp = stage / "importance.json"
         ranking = np.asarray(json.loads(imp.read_text())["ranking"]) if imp.exists() else None
-        return t["train_z"], t["test_z"], ranking
+        train, test = (SplitArray.open(stage / "split_tensors" / name)[:] for name in ("train", "test"))
+        return train, test, ranking
     from grl_aecnn.backbone.models import build_model
     from grl_aecnn.backbone.split import split_resnet
     from grl_aecnn.config import DataConfig
@@ -49,9 +51,10 @@ def split_tensors(stage: Path | None) -> tuple[torch.Tensor, torch.Tensor, np.nd
     torch.manual_seed(0)
     splits = load_splits(DataConfig(dataset="digits", input_size=32))
     head = split_resnet(build_model("resnet18", 10).eval(), "stem")[0]
-    train, _ = extract_split_tensors(head, splits.train, np.arange(len(splits.train)))
-    test, _ = extract_split_tensors(head, splits.test, np.arange(min(300, len(splits.test))))
-    return train, test, None
+    with tempfile.TemporaryDirectory() as tmp:
+        train, _ = extract_split_tensors(head, splits.train, np.arange(len(splits.train)), Path(tmp) / "train")
+        test, _ = extract_split_tensors(head, splits.test, np.arange(min(300, len(splits.test))), Path(tmp) / "test")
+        return train[:], test[:], None
 
 
 def entropy_bits(symbols: np.ndarray, alphabet: int, grid: tuple[int, int]) -> float:

@@ -1,14 +1,16 @@
 """Split tensors: run the frozen backbone head once, then measure codecs on them with Ray Data.
 
-The head is the same for every codec, so its outputs are computed once and shared (Tune
-trials get them through the object store). Measuring every trained codec on the test split
-is a Ray Data `map_batches` over those tensors with a pool of actors, so it scales out to
-a cluster by raising the pool size.
+The head is the same for every codec, so its outputs are computed once, batch by batch, into
+shards in the stage folder (`data_pipelines.shards`); Tune trials read them per batch.
+Measuring every trained codec on the test split is a Ray Data `map_batches` over those shards
+with a pool of actors, so it scales out to a cluster by raising the pool size, and no process
+holds the whole test set.
 """
 
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,21 +18,22 @@ import torch
 from torch import nn
 
 from data_pipelines.datasets import ImageSplit
+from data_pipelines.shards import ShardWriter, SplitArray
 from data_pipelines.transforms import normalize, to_rgb
 
 
 @torch.no_grad()
-def extract_split_tensors(head: nn.Module, split: ImageSplit, indices: np.ndarray,
-                          batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """Head outputs [n, C, H, W] float32 and labels [n] of the given items (no augmentation)."""
+def extract_split_tensors(head: nn.Module, split: ImageSplit, indices: np.ndarray, folder: Path,
+                          batch_size: int = 256) -> tuple[SplitArray, torch.Tensor]:
+    """Head outputs [n, C, H, W] float32 of the given items (no augmentation), written to
+    shards in `folder` one batch at a time, and their labels [n]."""
     head.eval()
-    outputs = []
+    writer = ShardWriter(folder)
     for start in range(0, len(indices), batch_size):
         chunk = indices[start:start + batch_size]
         images = torch.stack([normalize(to_rgb(split.image_uint8(int(i)))) for i in chunk])
-        outputs.append(head(images))
-    labels = torch.as_tensor(split.labels[indices], dtype=torch.long)
-    return torch.cat(outputs).contiguous(), labels
+        writer.append(head(images).numpy())
+    return writer.close(), torch.as_tensor(split.labels[indices], dtype=torch.long)
 
 
 def png_sizes(split: ImageSplit, indices: np.ndarray) -> np.ndarray:
@@ -45,12 +48,18 @@ def png_sizes(split: ImageSplit, indices: np.ndarray) -> np.ndarray:
     return np.asarray(sizes, dtype=np.int64)
 
 
-def split_tensor_dataset(z: np.ndarray, labels: np.ndarray, blocks: int) -> "Any":
-    """A Ray Dataset with one row per sample: index, tensor [C, H, W] float32, label."""
+def _read_rows(batch: dict[str, np.ndarray], z: SplitArray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    index = batch["id"]
+    return {"index": index, "tensor": z[index].numpy(), "label": labels[index]}
+
+
+def split_tensor_dataset(z: SplitArray, labels: np.ndarray, blocks: int) -> "Any":
+    """A Ray Dataset with one row per sample: index, tensor [C, H, W] float32, label; the
+    tensors are read from the shards by the Ray Data tasks, a block at a time."""
     import ray.data
 
-    rows = [{"index": i, "tensor": z[i], "label": int(labels[i])} for i in range(len(z))]
-    return ray.data.from_items(rows, override_num_blocks=max(1, min(blocks, len(rows))))
+    ds = ray.data.range(len(z), override_num_blocks=max(1, min(blocks, len(z))))
+    return ds.map_batches(_read_rows, fn_kwargs={"z": z, "labels": np.asarray(labels)}, batch_format="numpy")
 
 
 def measure_dataset(ds: "Any", udf: type, constructor_kwargs: dict[str, Any], workers: int,

@@ -11,6 +11,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Callable
 
+from grl_aecnn.ablate.cli import register as register_ablate_command
 from grl_aecnn.cluster.cli import register as register_cluster_commands
 from grl_aecnn.config import ConfigError, ExperimentConfig, dump_config, load_config, one_line, preset_names
 from grl_aecnn.input_files import BadFile
@@ -241,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(show)
     show.set_defaults(handler=cmd_config_show)
     register_cluster_commands(sub)
+    register_ablate_command(sub)
     return parser
 
 

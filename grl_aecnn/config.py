@@ -185,8 +185,9 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def preset_names() -> list[str]:
-    """Experiment presets (sweep files `scenarios_*` live in the same folder but are not configs)."""
-    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml") if not p.stem.startswith(("_", "scenarios_")))
+    """Experiment presets (sweep files `scenarios_*` and ablations `ablate_*` live in the same folder
+    but are not configs)."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml") if not p.stem.startswith(("_", "scenarios_", "ablate_")))
 
 
 def resolve_config_path(name_or_path: str) -> Path:

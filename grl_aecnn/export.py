@@ -31,6 +31,7 @@ from torch import nn
 from grl_aecnn.models.policy_net import OBS_KEYS, load_actor
 
 if TYPE_CHECKING:
+    from grl_aecnn.codecs.base import Codec
     from grl_aecnn.config import ExperimentConfig
 
 OPSET = 17
@@ -40,45 +41,23 @@ MANIFEST = "manifest.json"
 class DeviceEncoder(nn.Module):
     """Backbone head + the codec's device side, up to the symbols."""
 
-    def __init__(self, head: nn.Module, codec: nn.Module) -> None:
+    def __init__(self, head: nn.Module, codec: "Codec") -> None:
         super().__init__()
         self.head, self.codec = head, codec
-        if codec.kind == "aecnn" and not codec.calibrated:
-            raise ValueError(f"AECNN with {codec.scale_mode} scales: only calibrated scales are exportable "
-                             "(per-sample scales travel in the header)")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        z = self.head(images)
-        kind = self.codec.kind
-        if kind == "aecnn":
-            step = self.codec.scales / float((1 << self.codec.bits) - 1)
-            kept = z[:, list(self.codec.channels)]
-            return torch.clamp(torch.round(kept / step[None, :, None, None]), 0, (1 << self.codec.bits) - 1).to(
-                torch.int32)
-        if kind == "bottlenetpp":
-            return torch.round(torch.sigmoid(self.codec.encoder(z)) * 255).to(torch.int32)
-        from grl_aecnn.codecs.deepjscc import power_normalize
-
-        return power_normalize(self.codec.encoder(z))
+        return self.codec.device_symbols(self.head(images))
 
 
 class ServerDecoder(nn.Module):
     """Symbols -> the codec's decoder -> the backbone tail -> logits."""
 
-    def __init__(self, codec: nn.Module, tail: nn.Module) -> None:
+    def __init__(self, codec: "Codec", tail: nn.Module) -> None:
         super().__init__()
         self.codec, self.tail = codec, tail
 
     def forward(self, symbols: torch.Tensor) -> torch.Tensor:
-        kind = self.codec.kind
-        if kind == "aecnn":
-            step = self.codec.scales / float((1 << self.codec.bits) - 1)
-            received = symbols.to(torch.float32) * step[None, :, None, None]
-        elif kind == "bottlenetpp":
-            received = symbols.to(torch.float32) / 255.0
-        else:
-            received = symbols
-        return self.tail(self.codec.restore(received))
+        return self.tail(self.codec.restore(self.codec.server_input(symbols)))
 
 
 def _write(module: nn.Module, inputs: tuple[torch.Tensor, ...], names: list[str], output: str,

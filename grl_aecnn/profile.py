@@ -49,6 +49,14 @@ class SnrPoint(_Strict):
     accuracy: float = Field(ge=0, le=1)
 
 
+class SeedResult(_Strict):
+    """One seed's training of a codec point, measured on the test split."""
+
+    seed: int = Field(ge=0)
+    accuracy: float = Field(ge=0, le=1)
+    payload_bytes: float | None = Field(None, ge=0)
+
+
 class OperatingPoint(_Strict):
     """One way to run a task: locally, or with one codec setting on an edge server."""
 
@@ -58,9 +66,13 @@ class OperatingPoint(_Strict):
     kept_channels: int | None = Field(None, ge=1)
     bits: int | None = Field(None, ge=1, le=16)
     entropy_coded: bool = False
-    payload_bytes: float | None = Field(None, ge=0, description="Mean bitstream length, header included.")
+    payload_bytes: float | None = Field(None, ge=0, description="Mean bitstream length, header included "
+                                                                 "(trained codecs: the mean over seeds).")
     channel_uses: float | None = Field(None, gt=0, description="Complex channel symbols (analog codecs).")
-    accuracy: float = Field(ge=0, le=1, description="Top-1 on the test split (analog: at the training SNR).")
+    accuracy: float = Field(ge=0, le=1, description="Top-1 on the test split (analog: at the training SNR); "
+                                                    "trained codecs: the mean over seeds.")
+    accuracy_ci95: float | None = Field(None, ge=0, description="Half-width of the 95 % t-interval over seeds.")
+    seeds: list[SeedResult] | None = Field(None, description="Per-seed results of a trained codec.")
     accuracy_vs_snr: list[SnrPoint] | None = None
     device_flops: float = Field(ge=0, description="Head + encoder FLOPs run on the device.")
     server_flops: float = Field(ge=0, description="Decoder + tail FLOPs run on the edge server.")

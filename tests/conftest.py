@@ -49,9 +49,18 @@ def tiny_config(tmp_path: Path, mlflow_store: str):
         "data.input_size=32",
         "backbone.epochs=1",
         "backbone.batch_size=64",
+        "codecs.seeds=1",
         "ray.num_cpus=2",
     ])
 
 
 def fashion_mnist_available() -> bool:
     return Path(os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist")).exists()
+
+
+@pytest.fixture(scope="module")
+def split_data():
+    """Random ResNet-18 stem split tensors with the tail and labels (codec and ablation tests)."""
+    from model_fixtures import random_split_data
+
+    return random_split_data()

@@ -17,7 +17,7 @@ import torch
 from grl_aecnn.codecs.aecnn import AECNNCodec
 from grl_aecnn.codecs.bitstream import VERSION, Header, pack
 from grl_aecnn.codecs.bottlenetpp import BITS, BottleNetPPCodec
-from grl_aecnn.codecs.entropy import SymbolModel, pack_raw
+from grl_aecnn.codecs.entropy import pack_raw
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SHAPE = (64, 8, 8)
@@ -47,7 +47,7 @@ def bottlenet_codec() -> tuple[BottleNetPPCodec, np.ndarray]:
     codec = BottleNetPPCodec(SHAPE, BOTTLENET_CHANNELS, width=4)
     rng = np.random.default_rng(2)
     train = rng.binomial(255, 0.3, size=(64, *codec.code_shape))
-    codec.symbols = SymbolModel.fit(train, 256, codec.grid)
+    codec.entropy.fit(train)
     return codec, rng.binomial(255, 0.3, size=codec.code_shape).astype(np.int32)
 
 

@@ -74,8 +74,18 @@ def codec_blob(kind: str, z: torch.Tensor, tail: nn.Module | None = None) -> byt
     torch.manual_seed(0)
     spec = CODEC_SPECS[kind]
     codec = build_codec(spec, SHAPE).eval()
-    if kind == "aecnn":
-        codec.calibrate(z)
-    if hasattr(codec, "fit_symbols"):
-        codec.fit_symbols(z)
+    codec.prepare(z)
+    codec.finish(z)
     return save_codec(codec, spec, SHAPE, tail if tail is not None else nn.Sequential(), [])
+
+
+def random_split_data(n: int = 48) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """(ResNet-18 tail, stem split tensors of n random 32 px images, random labels), seeded."""
+    from grl_aecnn.backbone.models import build_model
+    from grl_aecnn.backbone.split import split_resnet
+
+    torch.manual_seed(0)
+    head, tail = split_resnet(build_model("resnet18", 10).eval(), "stem")
+    with torch.no_grad():
+        z = head(torch.randn(n, 3, 32, 32))
+    return tail, z, torch.randint(0, 10, (n,))

@@ -18,7 +18,7 @@ from grl_aecnn.codecs.deepjscc import DeepJSCCCodec, power_normalize
 from grl_aecnn.codecs.settings import CodecsConfig
 from grl_aecnn.codecs.store import build_codec, load_codec, point_specs, save_codec
 from grl_aecnn.codecs.training import accuracy, task_loss, train_attention, train_codec
-from grl_aecnn.profile import ProfileError, load_profile
+from grl_aecnn.profile import CodecProfile, ProfileError, load_profile
 
 SHAPE = (64, 8, 8)
 
@@ -181,3 +181,24 @@ def test_digital_point_without_payload_is_rejected(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(ProfileError, match="payload_bytes"):
         load_profile(path)
+
+
+def _load_written(data: dict, folder) -> CodecProfile:
+    path = folder / "profile.json"
+    path.write_text(json.dumps(data))
+    return load_profile(path)
+
+
+def test_seed_results_round_trip_and_a_negative_interval_is_rejected(tmp_path):
+    """Profiles with per-seed results load and save unchanged; older ones (the fixture) have none."""
+    data = _profile_json()
+    index, point = next((i, p) for i, p in enumerate(data["points"]) if p["codec"] == "aecnn")
+    assert "seeds" not in point and _load_written(data, tmp_path).points[index].seeds is None
+    point.update(accuracy_ci95=0.02, seeds=[{"seed": 0, "accuracy": 0.81, "payload_bytes": 40.0},
+                                            {"seed": 1, "accuracy": 0.79, "payload_bytes": 42.0}])
+    profile = _load_written(data, tmp_path)
+    assert [s.accuracy for s in profile.points[index].seeds] == [0.81, 0.79]
+    assert load_profile(profile.save(tmp_path / "again.json")) == profile
+    point["accuracy_ci95"] = -0.1
+    with pytest.raises(ProfileError, match=rf"points\.{index}\.accuracy_ci95"):
+        _load_written(data, tmp_path)

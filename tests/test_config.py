@@ -44,6 +44,8 @@ def test_yaml_file_round_trip(tmp_path: Path) -> None:
         ("nosuchsection.x=1", "nosuchsection: unknown key; allowed keys here: backbone, codecs,"),
         ("backbone=3", "backbone: Input should be a valid dictionary"),
         ("name=a/b", "name: 'a/b' is not allowed"),
+        ("codecs.seeds=0", "codecs.seeds: Input should be greater than or equal to 1"),
+        ("codecs.seeds=1.5", "codecs.seeds: Input should be a valid integer"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(override: str, expected: str) -> None:

@@ -19,7 +19,7 @@ from grl_aecnn.backbone.models import build_model
 from grl_aecnn.backbone.split import count_flops, split_info
 from grl_aecnn.codecs.measure import CodecMeasurer
 from grl_aecnn.codecs.store import build_codec, load_codec, point_specs, save_codec
-from grl_aecnn.codecs.sweep import _eval_snrs, _tail, build_profile, codec_flops, prepare_inputs
+from grl_aecnn.codecs.sweep import _eval_snrs, _tail, build_profile, prepare_inputs
 from grl_aecnn.codecs.training import train_codec
 from grl_aecnn.config import load_config
 from grl_aecnn.sim.core import SlotState, encode_action, slot_outcome
@@ -41,17 +41,18 @@ def _profile(tmp_path, arch: str, split: str):
     inputs = prepare_inputs(cfg, model, meta, splits, cfg.stage_dir("codecs"))
     t = inputs.tensors
     blobs = {}
-    for spec in point_specs(cfg.codecs, inputs.importance, inputs.shape[0]):
+    specs = point_specs(cfg.codecs, inputs.importance, inputs.shape[0])
+    for spec in specs:
         codec, tail = build_codec(spec, inputs.shape), _tail(inputs)
         trained = train_codec(codec, tail, t["train_z"], t["train_y"], cfg.codecs, 0, lambda *_: None,
                               t["train_teacher"])
         blobs[spec["id"]] = save_codec(codec, spec, inputs.shape, tail, trained)
     measurer = CodecMeasurer({"arch": arch, "num_classes": inputs.num_classes, "split": split, "state": inputs.state},
-                             list(blobs.values()), _eval_snrs(cfg.codecs), cfg.codecs.bottlenetpp.entropy_coded)
+                             list(blobs.values()), _eval_snrs(cfg.codecs))
     n = len(t["test_y"])
     frame = pd.DataFrame(measurer({"tensor": t["test_z"].numpy(), "label": t["test_y"].numpy(),
                                    "index": np.arange(n)}))
-    return cfg, model, inputs, build_profile(cfg, inputs, model, frame, blobs), blobs
+    return cfg, model, inputs, build_profile(inputs, model, frame, specs, blobs), blobs
 
 
 @pytest.mark.parametrize(("arch", "split", "shape"), FAMILIES)
@@ -68,7 +69,7 @@ def test_family_runs_through_codecs_profile_and_simulator(tmp_path, arch: str, s
     for point in profile.points:
         if point.codec in ("aecnn", "bottlenetpp", "deepjscc"):
             codec, _ = load_codec(blobs[point.id], _tail(inputs))
-            encoder, decoder = codec_flops(codec, shape)
+            encoder, decoder = codec.flops()
             assert point.device_flops == pytest.approx(info.head_flops + encoder)
             assert point.server_flops == pytest.approx(decoder + info.tail_flops)
             assert point.encode_ms > 0 and point.payload_bytes != 0

@@ -8,18 +8,24 @@ them. The server decodes the symbols and rebuilds all C channels with a few conv
 
 from __future__ import annotations
 
-from typing import get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 import numpy as np
 import torch
 from torch import nn
 
+from grl_aecnn.backbone.split import count_flops
 from grl_aecnn.codecs import quantize as q
+from grl_aecnn.codecs.base import Spec, Variant
 from grl_aecnn.codecs.bitstream import BitstreamError, Header, pack, unpack
-from grl_aecnn.codecs.entropy import SymbolModel
+from grl_aecnn.codecs.entropy import SymbolModel, SymbolTables, pack_raw, unpack_raw
 from grl_aecnn.codecs.settings import ScaleMode
 
+if TYPE_CHECKING:
+    from grl_aecnn.codecs.settings import CodecsConfig
+
 SCALE_MODES = get_args(ScaleMode)
+RECOVERY_MODES = ("learned", "zero", "mean")  # "zero"/"mean": ablations without the learned decoder
 
 
 class ChannelAttention(nn.Module):
@@ -61,26 +67,74 @@ class FeatureRecovery(nn.Module):
         return torch.relu(placed + self.net(x))
 
 
+class FillRecovery(nn.Module):
+    """No decoder: the received channels put back in place, the pruned ones filled with a constant
+    per channel (zero, or its training mean set by ``calibrate``); the ablation baseline of
+    ``FeatureRecovery``."""
+
+    def __init__(self, channels: tuple[int, ...], out_channels: int):
+        super().__init__()
+        self.register_buffer("index", torch.tensor(channels, dtype=torch.long), persistent=False)
+        self.register_buffer("fill", torch.zeros(out_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        placed = self.fill[None, :, None, None].expand(x.shape[0], -1, *x.shape[2:]).clone()
+        placed[:, self.index] = x
+        return placed
+
+
 class AECNNCodec(nn.Module):
     """Encoder (select, quantise, entropy-code) and decoder (entropy-decode, dequantise, recover).
 
     ``scales`` is ``calibrated`` (per-channel clipping scales fitted by ``calibrate`` on
     training data and stored with the codec) or ``per-sample`` (in the header); ``grid`` is
-    the entropy model's spatial context (see ``entropy.py``).
+    the entropy model's spatial context (see ``entropy.py``). ``recovery`` and
+    ``entropy_coded=False`` (fixed-length symbols) exist for the ablations of ``grl_aecnn.ablate``.
     """
 
     kind = "aecnn"
+    analog = False
+    needs_importance = True
 
     def __init__(self, shape: tuple[int, int, int], channels: tuple[int, ...], bits: int, width: int = 64,
-                 scales: str = "calibrated", clip_percentile: float = 99.5, grid: int = 8):
+                 scales: str = "calibrated", clip_percentile: float = 99.5, grid: int = 8,
+                 recovery: str = "learned", entropy_coded: bool = True):
         super().__init__()
         if scales not in SCALE_MODES:
             raise ValueError(f"scales must be one of {SCALE_MODES}, got {scales!r}")
+        if recovery not in RECOVERY_MODES:
+            raise ValueError(f"recovery must be one of {RECOVERY_MODES}, got {recovery!r}")
         self.shape, self.channels, self.bits = tuple(shape), tuple(channels), bits
         self.scale_mode, self.clip_percentile, self.grid = scales, clip_percentile, grid
-        self.recovery = FeatureRecovery(self.channels, shape[0], width)
+        self.recovery_mode, self.entropy_coded = recovery, entropy_coded
+        self.recovery = FeatureRecovery(self.channels, shape[0], width) if recovery == "learned" else \
+            FillRecovery(self.channels, shape[0])
         self.register_buffer("scales", torch.zeros(len(self.channels)))
-        self.symbols: SymbolModel | None = None
+        self.entropy = SymbolTables(len(self.channels), shape[1:], q.levels(bits) + 1, grid)
+
+    @classmethod
+    def specs(cls, cfg: "CodecsConfig", importance: np.ndarray | None, channels_total: int) -> list[Spec]:
+        if importance is None:
+            raise ValueError("AECNN points need the channel importance")
+        p, specs = cfg.aecnn, []
+        for k in p.kept_channels:
+            if k > channels_total:
+                raise ValueError(f"codecs.aecnn.kept_channels: {k} > {channels_total} channels at the split")
+            specs += [{"codec": cls.kind, "id": f"aecnn-k{k}-b{b}", "kept_channels": k, "bits": b,
+                       "channels": list(top_channels(importance, k)), "width": p.decoder_width,
+                       "scales": p.scales, "clip_percentile": p.clip_percentile, "grid": cfg.entropy_grid}
+                      for b in p.bits]
+        return specs
+
+    @classmethod
+    def from_spec(cls, spec: Spec, shape: tuple[int, int, int]) -> "AECNNCodec":
+        return cls(shape, tuple(spec["channels"]), spec["bits"], spec["width"], spec["scales"],
+                   spec["clip_percentile"], spec["grid"], spec.get("recovery", "learned"),
+                   spec.get("entropy_coded", True))
+
+    @property
+    def symbols(self) -> SymbolModel | None:
+        return self.entropy.model
 
     @property
     def calibrated(self) -> bool:
@@ -88,9 +142,13 @@ class AECNNCodec(nn.Module):
 
     # -- training path (differentiable after the quantiser; the head is frozen) ---------------
     def calibrate(self, z: torch.Tensor) -> None:
-        """Fit the clipping scales on training split tensors [N, C, H, W] (before training)."""
+        """Fit the clipping scales (and a mean fill) on training split tensors [N, C, H, W] (before training)."""
+        if self.recovery_mode == "mean":
+            self.recovery.fill.copy_(z.mean(dim=(0, 2, 3)))
         if self.calibrated:
             self.scales.copy_(torch.from_numpy(q.calibrate(z[:, list(self.channels)].numpy(), self.clip_percentile)))
+
+    prepare = calibrate
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         scales = self.scales if self.calibrated else None
@@ -98,8 +156,30 @@ class AECNNCodec(nn.Module):
 
     def fit_symbols(self, z: torch.Tensor) -> None:
         """Fit the static symbol model on training split tensors [N, C, H, W]."""
-        syms = np.stack([self.quantized(x)[1] for x in z.numpy()])
-        self.symbols = SymbolModel.fit(syms, q.levels(self.bits) + 1, self.grid)
+        self.entropy.fit(np.stack([self.quantized(x)[1] for x in z.numpy()]))
+
+    finish = fit_symbols
+
+    def variants(self, spec: Spec) -> list[Variant]:
+        return [Variant(spec["id"], {}, {"kept_channels": spec["kept_channels"], "bits": spec["bits"],
+                                         "entropy_coded": self.entropy_coded})]
+
+    def flops(self) -> tuple[float, float]:
+        """The device only selects and quantises (no network); the server runs the recovery decoder."""
+        return 0.0, count_flops(self.recovery, torch.zeros(1, len(self.channels), *self.shape[1:]))
+
+    def _step(self) -> torch.Tensor:
+        if not self.calibrated:
+            raise ValueError(f"AECNN with {self.scale_mode} scales: only calibrated scales are exportable "
+                             "(per-sample scales travel in the header)")
+        return (self.scales / float(q.levels(self.bits)))[None, :, None, None]
+
+    def device_symbols(self, z: torch.Tensor) -> torch.Tensor:
+        kept = z[:, list(self.channels)]
+        return torch.clamp(torch.round(kept / self._step()), 0, q.levels(self.bits)).to(torch.int32)
+
+    def server_input(self, symbols: torch.Tensor) -> torch.Tensor:
+        return symbols.to(torch.float32) * self._step()
 
     # -- bitstream path (one sample) ------------------------------------------------------
     def quantized(self, z: np.ndarray) -> tuple[bytes, np.ndarray]:
@@ -117,21 +197,23 @@ class AECNNCodec(nn.Module):
         codes, syms = self.quantized(z)
         return q.dequantize(syms, self._scales(codes), self.bits)
 
-    def encode(self, z: np.ndarray) -> bytes:
+    def encode(self, z: np.ndarray, **options: Any) -> bytes:
         if tuple(z.shape) != self.shape:
             raise ValueError(f"expected a split tensor of shape {self.shape}, got {tuple(z.shape)}")
         codes, syms = self.quantized(z)
-        return pack(Header(self.kind, self.shape, self.bits, True, self.channels, codes), self._model().encode(syms))
+        payload = self._model().encode(syms) if self.entropy_coded else pack_raw(syms, self.bits)
+        return pack(Header(self.kind, self.shape, self.bits, self.entropy_coded, self.channels, codes), payload)
 
     def decode(self, data: bytes) -> np.ndarray:
         """Bitstream -> dequantised kept channels [k, H, W]; BitstreamError on any fault."""
         header, payload = unpack(data)
         codes = b"" if self.calibrated else header.scale_codes
-        if header != Header(self.kind, self.shape, self.bits, True, self.channels, codes) or \
+        if header != Header(self.kind, self.shape, self.bits, self.entropy_coded, self.channels, codes) or \
                 len(codes) != (0 if self.calibrated else len(self.channels)):
             raise BitstreamError(f"stream header {header} does not match this codec (shape {self.shape}, "
                                  f"channels {self.channels}, {self.bits} bits, {self.scale_mode} scales)")
-        syms = self._model().decode(payload, header.symbols_shape)
+        syms = self._model().decode(payload, header.symbols_shape) if self.entropy_coded else \
+            unpack_raw(payload, header.symbols_shape, self.bits)
         return q.dequantize(syms, self._scales(codes), self.bits)
 
     def restore(self, x: torch.Tensor) -> torch.Tensor:
@@ -142,6 +224,6 @@ class AECNNCodec(nn.Module):
         return self.scales.numpy() if self.calibrated else q.code_scales(np.frombuffer(codes, dtype=np.uint8))
 
     def _model(self) -> SymbolModel:
-        if self.symbols is None:
+        if self.entropy.model is None:
             raise RuntimeError("fit_symbols() or a loaded symbol model is needed before coding")
-        return self.symbols
+        return self.entropy.model

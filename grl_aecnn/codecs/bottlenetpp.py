@@ -7,12 +7,19 @@ same static entropy coder as AECNN. One trained model serves both.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from torch import nn
 
+from grl_aecnn.backbone.split import count_flops
+from grl_aecnn.codecs.base import Spec, Variant
 from grl_aecnn.codecs.bitstream import BitstreamError, Header, pack, unpack
-from grl_aecnn.codecs.entropy import SymbolModel, pack_raw, unpack_raw
+from grl_aecnn.codecs.entropy import SymbolModel, SymbolTables, pack_raw, unpack_raw
+
+if TYPE_CHECKING:
+    from grl_aecnn.codecs.settings import CodecsConfig
 
 BITS = 8
 LEVELS = (1 << BITS) - 1
@@ -54,8 +61,15 @@ class ChannelLayer(nn.Module):
         return torch.cat([y, level.expand(-1, 1, *y.shape[2:])], dim=1)
 
 
+def variant_id(point_id: str, entropy_coded: bool) -> str:
+    """Profile id of a variant: as published, or with the entropy coder (``-ec``)."""
+    return f"{point_id}-ec" if entropy_coded else point_id
+
+
 class BottleNetPPCodec(nn.Module):
     kind = "bottlenetpp"
+    analog = False
+    needs_importance = False
 
     def __init__(self, shape: tuple[int, int, int], channels: int, stride: int = 2, width: int = 64,
                  channel: str = "awgn", max_level: float = 0.1, grid: int = 8):
@@ -66,7 +80,43 @@ class BottleNetPPCodec(nn.Module):
         self.encoder = conv_encoder(c, channels, width, stride)
         self.channel = ChannelLayer(channel, max_level)
         self.decoder = conv_decoder(channels + 1, c, width, stride)
-        self.symbols: SymbolModel | None = None
+        self.entropy = SymbolTables(channels, self.code_shape[1:], LEVELS + 1, grid)
+
+    @classmethod
+    def specs(cls, cfg: "CodecsConfig", importance: np.ndarray | None, channels_total: int) -> list[Spec]:
+        p = cfg.bottlenetpp
+        return [{"codec": cls.kind, "id": f"bottlenetpp-c{c}", "channels": c, "stride": p.stride, "width": p.width,
+                 "channel": p.channel, "max_noise": p.max_noise, "grid": cfg.entropy_grid,
+                 "entropy_coded": p.entropy_coded} for c in p.channels]
+
+    @classmethod
+    def from_spec(cls, spec: Spec, shape: tuple[int, int, int]) -> "BottleNetPPCodec":
+        return cls(shape, spec["channels"], spec["stride"], spec["width"], spec["channel"], spec["max_noise"],
+                   spec["grid"])
+
+    @property
+    def symbols(self) -> SymbolModel | None:
+        return self.entropy.model
+
+    def prepare(self, z: torch.Tensor) -> None:
+        """Nothing to fit before training."""
+
+    def variants(self, spec: Spec) -> list[Variant]:
+        return [Variant(variant_id(spec["id"], e), {"entropy_coded": e},
+                        {"kept_channels": spec["channels"], "bits": BITS, "entropy_coded": e})
+                for e in spec.get("entropy_coded", (False, True))]
+
+    def flops(self) -> tuple[float, float]:
+        z = torch.zeros(1, *self.shape)
+        with torch.no_grad():
+            code = self.channel(self.encoder(z))
+        return count_flops(self.encoder, z), count_flops(self.decoder, code)
+
+    def device_symbols(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.round(torch.sigmoid(self.encoder(z)) * LEVELS).to(torch.int32)
+
+    def server_input(self, symbols: torch.Tensor) -> torch.Tensor:
+        return symbols.to(torch.float32) / float(LEVELS)
 
     def encode_values(self, z: torch.Tensor) -> torch.Tensor:
         """Values in [0, 1] on the 8-bit grid; straight-through rounding when training."""
@@ -83,12 +133,12 @@ class BottleNetPPCodec(nn.Module):
     @torch.no_grad()
     def code_symbols(self, z: torch.Tensor) -> np.ndarray:
         """8-bit symbols [N, c, h, w] of a batch of split tensors."""
-        return torch.round(torch.sigmoid(self.encoder(z)) * LEVELS).to(torch.int32).numpy()
+        return self.device_symbols(z).numpy()
 
-    def fit_symbols(self, z: torch.Tensor) -> None:
+    def finish(self, z: torch.Tensor) -> None:
+        """Fit the entropy model on the training split tensors' code symbols."""
         self.eval()
-        syms = np.concatenate([self.code_symbols(chunk) for chunk in z.split(256)])
-        self.symbols = SymbolModel.fit(syms, LEVELS + 1, self.grid)
+        self.entropy.fit(np.concatenate([self.code_symbols(chunk) for chunk in z.split(256)]))
 
     def encode(self, z: np.ndarray, entropy_coded: bool = True) -> bytes:
         if tuple(z.shape) != self.shape:
@@ -96,7 +146,7 @@ class BottleNetPPCodec(nn.Module):
         syms = self.code_symbols(torch.from_numpy(np.asarray(z, dtype=np.float32))[None])[0]
         if entropy_coded:
             if self.symbols is None:
-                raise RuntimeError("fit_symbols() or a loaded symbol model is needed for entropy coding")
+                raise RuntimeError("finish() or a loaded symbol model is needed for entropy coding")
             payload = self.symbols.encode(syms)
         else:
             payload = pack_raw(syms, BITS)

@@ -8,11 +8,18 @@ accuracy depends on the realised SNR, so the profile records a table of accuracy
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import nn
 
+from grl_aecnn.backbone.split import count_flops
+from grl_aecnn.codecs.base import Spec, Variant
 from grl_aecnn.codecs.bottlenetpp import conv_decoder, conv_encoder
+
+if TYPE_CHECKING:
+    from grl_aecnn.codecs.settings import CodecsConfig
 
 
 def power_normalize(x: torch.Tensor) -> torch.Tensor:
@@ -30,6 +37,8 @@ def awgn(x: torch.Tensor, snr_db: float, generator: torch.Generator | None = Non
 
 class DeepJSCCCodec(nn.Module):
     kind = "deepjscc"
+    analog = True
+    needs_importance = False
 
     def __init__(self, shape: tuple[int, int, int], channels: int, stride: int = 2, width: int = 64,
                  train_snr_db: float = 10.0):
@@ -39,6 +48,38 @@ class DeepJSCCCodec(nn.Module):
         self.code_shape = (2 * channels, -(-h // stride), -(-w // stride))
         self.encoder = conv_encoder(c, 2 * channels, width, stride)
         self.decoder = conv_decoder(2 * channels, c, width, stride)
+
+    @classmethod
+    def specs(cls, cfg: "CodecsConfig", importance: np.ndarray | None, channels_total: int) -> list[Spec]:
+        p = cfg.deepjscc
+        return [{"codec": cls.kind, "id": f"deepjscc-c{c}", "channels": c, "stride": p.stride, "width": p.width,
+                 "train_snr_db": p.train_snr_db} for c in p.channels]
+
+    @classmethod
+    def from_spec(cls, spec: Spec, shape: tuple[int, int, int]) -> "DeepJSCCCodec":
+        return cls(shape, spec["channels"], spec["stride"], spec["width"], spec["train_snr_db"])
+
+    def prepare(self, z: torch.Tensor) -> None:
+        """Nothing to fit before training."""
+
+    def finish(self, z: torch.Tensor) -> None:
+        """Nothing to fit after training (no entropy model: nothing is coded to bits)."""
+
+    def variants(self, spec: Spec) -> list[Variant]:
+        return [Variant(spec["id"], {}, {"kept_channels": spec["channels"], "channel_uses": float(self.channel_uses)})]
+
+    def flops(self) -> tuple[float, float]:
+        z = torch.zeros(1, *self.shape)
+        with torch.no_grad():
+            code = self.encoder(z)
+        return count_flops(self.encoder, z), count_flops(self.decoder, code)
+
+    def device_symbols(self, z: torch.Tensor) -> torch.Tensor:
+        """The power-normalised channel symbols (float32) sent as analog values."""
+        return power_normalize(self.encoder(z))
+
+    def server_input(self, symbols: torch.Tensor) -> torch.Tensor:
+        return symbols
 
     @property
     def channel_uses(self) -> int:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import constriction
 import numpy as np
+import torch
+from torch import nn
 
 from grl_aecnn.codecs.bitstream import BitstreamError
 
@@ -113,6 +115,38 @@ class SymbolModel:
         if not exact or self.encode(out) != payload:
             raise BitstreamError("payload does not decode to exactly the expected symbols (altered stream)")
         return out
+
+
+class SymbolTables(nn.Module):
+    """A codec's static model as a float64 buffer ``probs`` ``[channels, gy, gx, alphabet]`` (zeros
+    until fitted), so the tables travel in the codec's ``state_dict`` and a loaded codec codes
+    exactly as the one that was saved."""
+
+    def __init__(self, channels: int, plane: tuple[int, int], alphabet: int, grid: int):
+        super().__init__()
+        self.alphabet, self.grid = alphabet, grid
+        cells = (min(grid, plane[0]), min(grid, plane[1]))
+        self.register_buffer("probs", torch.zeros(channels, *cells, alphabet, dtype=torch.float64))
+        self._model: SymbolModel | None = None
+        self.register_load_state_dict_post_hook(lambda module, _keys: setattr(module, "_model", None))
+
+    def fit(self, symbols: np.ndarray) -> None:
+        """Fit on [N, k, H, W] training symbols."""
+        self.set(SymbolModel.fit(symbols, self.alphabet, self.grid))
+
+    def set(self, model: SymbolModel) -> None:
+        """Take a fitted model's tables; the codec then codes as it will after a save and load."""
+        if tuple(model.probs.shape) != tuple(self.probs.shape):
+            raise ValueError(f"symbol model of shape {model.probs.shape}, expected {tuple(self.probs.shape)}")
+        self.probs.copy_(torch.from_numpy(model.probs))
+        self._model = None  # rebuilt from the buffer, exactly as after loading
+
+    @property
+    def model(self) -> SymbolModel | None:
+        """The fitted (or loaded) model; None before either."""
+        if self._model is None and bool(torch.all(self.probs > 0)):
+            self._model = SymbolModel(self.probs.numpy())
+        return self._model
 
 
 def pack_raw(symbols: np.ndarray, bits: int) -> bytes:

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 
 from grl_aecnn.backbone.split import split_resnet
+from grl_aecnn.codecs.base import Codec, Spec
+from grl_aecnn.codecs.seeds import spec_seed
 from grl_aecnn.codecs.store import load_codec
 
 CLEAN = "clean"
@@ -28,16 +30,10 @@ def _resolve(value: Any) -> Any:
     return ray.get(value) if isinstance(value, ray.ObjectRef) else value
 
 
-def bnpp_variant_id(point_id: str, entropy_coded: bool) -> str:
-    """Profile id of a BottleNet++ variant: as published, or with the entropy coder (``-ec``)."""
-    return f"{point_id}-ec" if entropy_coded else point_id
-
-
 class CodecMeasurer:
-    """Ray Data callable class: batch of split tensors in, one row per (sample, point[, SNR]) out."""
+    """Ray Data callable class: batch of split tensors in, one row per (sample, point, seed[, SNR]) out."""
 
-    def __init__(self, backbone: Any, codecs: Any, eval_snr_db: list[float], bnpp_variants: list[bool],
-                 seed: int = 0):
+    def __init__(self, backbone: Any, codecs: Any, eval_snr_db: list[float], seed: int = 0):
         from grl_aecnn.backbone.models import build_model
 
         torch.set_num_threads(1)
@@ -51,43 +47,42 @@ class CodecMeasurer:
             codec, spec = load_codec(blob, self.tail)
             self.points.append((codec, spec, {k: v.clone() for k, v in self.tail.state_dict().items()}))
             self.tail.load_state_dict(self.base_tail)
-        self.eval_snr_db, self.bnpp_variants, self.seed = list(eval_snr_db), list(bnpp_variants), seed
+        self.eval_snr_db, self.seed = list(eval_snr_db), seed
 
     @torch.no_grad()
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         z = np.array(batch["tensor"], dtype=np.float32)  # a writable copy for torch
         labels = torch.tensor(batch["label"], dtype=torch.long)
-        rows: list[tuple[str, float, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        rows: list[tuple[str, int, float, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         self.tail.load_state_dict(self.base_tail)
         n = len(z)
         zeros = np.zeros(n)
-        rows.append((CLEAN, np.nan, self._correct(torch.from_numpy(z), labels), zeros, zeros, zeros))
+        rows.append((CLEAN, 0, np.nan, self._correct(torch.from_numpy(z), labels), zeros, zeros, zeros))
         for codec, spec, tail_state in self.points:
             self.tail.load_state_dict(tail_state)
-            if spec["codec"] == "deepjscc":
-                rows += self._analog(codec, spec, z, labels, int(batch["index"][0]))
-            else:
-                rows += self._digital(codec, spec, z, labels)
+            measured = (self._analog(codec, spec, z, labels, int(batch["index"][0])) if codec.analog
+                        else self._digital(codec, spec, z, labels))
+            rows += [(r[0], spec_seed(spec), *r[1:]) for r in measured]
         return {
             "point": np.concatenate([np.full(n, r[0], dtype=object) for r in rows]),
-            "snr_db": np.concatenate([np.full(n, r[1]) for r in rows]),
-            "correct": np.concatenate([r[2] for r in rows]).astype(np.int8),
-            "payload_bytes": np.concatenate([r[3] for r in rows]).astype(np.int64),
-            "encode_ms": np.concatenate([r[4] for r in rows]),
-            "decode_ms": np.concatenate([r[5] for r in rows]),
+            "seed": np.concatenate([np.full(n, r[1], dtype=np.int64) for r in rows]),
+            "snr_db": np.concatenate([np.full(n, r[2]) for r in rows]),
+            "correct": np.concatenate([r[3] for r in rows]).astype(np.int8),
+            "payload_bytes": np.concatenate([r[4] for r in rows]).astype(np.int64),
+            "encode_ms": np.concatenate([r[5] for r in rows]),
+            "decode_ms": np.concatenate([r[6] for r in rows]),
         }
 
     def _correct(self, rec: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
         return (self.tail(rec).argmax(1) == labels).numpy()
 
-    def _digital(self, codec: Any, spec: dict, z: np.ndarray, labels: torch.Tensor) -> list[tuple]:
-        variants = self.bnpp_variants if spec["codec"] == "bottlenetpp" else [True]
+    def _digital(self, codec: Codec, spec: Spec, z: np.ndarray, labels: torch.Tensor) -> list[tuple]:
         out = []
-        for entropy_coded in variants:
+        for variant in codec.variants(spec):
             sizes, enc_ms, dec_ms, decoded = [], [], [], []
             for sample in z:
                 t0 = time.perf_counter()
-                data = codec.encode(sample, entropy_coded) if spec["codec"] == "bottlenetpp" else codec.encode(sample)
+                data = codec.encode(sample, **variant.encode)
                 t1 = time.perf_counter()
                 decoded.append(codec.decode(data))
                 t2 = time.perf_counter()
@@ -97,16 +92,15 @@ class CodecMeasurer:
             t0 = time.perf_counter()
             rec = codec.restore(torch.from_numpy(np.stack(decoded)))
             restore_ms = 1e3 * (time.perf_counter() - t0) / len(z)
-            pid = bnpp_variant_id(spec["id"], entropy_coded) if spec["codec"] == "bottlenetpp" else spec["id"]
-            out.append((pid, np.nan, self._correct(rec, labels), np.asarray(sizes), np.asarray(enc_ms),
+            out.append((variant.id, np.nan, self._correct(rec, labels), np.asarray(sizes), np.asarray(enc_ms),
                         np.asarray(dec_ms) + restore_ms))
         return out
 
-    def _analog(self, codec: Any, spec: dict, z: np.ndarray, labels: torch.Tensor, first: int) -> list[tuple]:
+    def _analog(self, codec: Codec, spec: Spec, z: np.ndarray, labels: torch.Tensor, first: int) -> list[tuple]:
         zt = torch.from_numpy(z)
         out = []
         for snr in self.eval_snr_db:
-            gen = torch.Generator().manual_seed(hash((self.seed, first, float(snr))) & 0x7FFFFFFF)
+            gen = torch.Generator().manual_seed(hash((self.seed, spec_seed(spec), first, float(snr))) & 0x7FFFFFFF)
             t0 = time.perf_counter()
             y = codec.transmit(zt, snr, gen)
             t1 = time.perf_counter()

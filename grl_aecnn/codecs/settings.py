@@ -89,6 +89,9 @@ class CodecsConfig(Section):
     test_samples: int | None = Field(None, ge=16, le=10**9,
                                      description="Test images measured for the profile (None: all).")
     schedule: Schedule = Schedule()
+    seeds: int = Field(1, ge=1, le=100, description="Trainings of every point, each from its own seed; the "
+                                                     "profile's accuracy and bytes are their mean, with a 95 % "
+                                                     "interval and the per-seed values.")
     batch_size: int = Field(128, ge=1, le=65_536)
     lr: float = Field(1e-3, gt=0, le=10)
     distillation: float = Field(0.5, ge=0, le=1, description="Weight of distilling the clean backbone's logits "

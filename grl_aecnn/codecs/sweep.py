@@ -2,7 +2,8 @@
 measurement on the test split, then the codec profile (SPEC 3.1) and the rate-accuracy plot.
 
 Cost control (the quick preset has a few minutes on 2 cores): the frozen head runs once and
-its split tensors are shared through the object store; the channel ranking is trained once
+its split tensors are written to shards in the stage folder that every trial reads per batch
+(small sets are held whole: `data_pipelines.shards`); the channel ranking is trained once
 and shared by every AECNN point; trials train on a subset; one Ray Data pass measures all
 points. Resume: split tensors, ranking and trial checkpoints (safetensors and JSON, never
 pickles) live in the stage folder. Every trial checkpoints after each training step and at the
@@ -17,7 +18,6 @@ import json
 import os
 import shutil
 import tempfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,25 +27,33 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from grl_aecnn import storage
-from grl_aecnn.backbone.split import count_flops, split_info, split_resnet
-from grl_aecnn.codecs.measure import CLEAN, CodecMeasurer, bnpp_variant_id
+from grl_aecnn.backbone.split import split_info, split_resnet
+from grl_aecnn.codecs.base import Spec
+from grl_aecnn.codecs.measure import CLEAN, CodecMeasurer
+from grl_aecnn.codecs.registry import codec_class
+from grl_aecnn.codecs.seeds import spec_seed, trial_id, trial_seeds, with_seeds
 from grl_aecnn.codecs.settings import CodecsConfig
 from grl_aecnn.codecs.store import build_codec, init_codec, load_codec, point_specs, save_codec
-from grl_aecnn.codecs.training import STEPS, accuracy, teacher_logits, train_attention, train_codec
+from grl_aecnn.codecs.training import STEPS, accuracy, needs_teacher, teacher_logits, train_attention, train_codec
 from grl_aecnn.config import ExperimentConfig
-from grl_aecnn.profile import PROFILE_VERSION, BackboneInfo, CodecProfile, OperatingPoint, SnrPoint
+from grl_aecnn.profile import (PROFILE_VERSION, BackboneInfo, CodecProfile, OperatingPoint, SeedResult,
+                               SnrPoint)
+from grl_aecnn.stats import ci95
 
 STAGE = "codecs"
-TENSORS_FILE = "split_tensors.safetensors"
+TENSORS_FILE = "split_tensors.safetensors"  # labels, PNG sizes, teacher logits: written last
+SHARDS = "split_tensors"  # <stage>/split_tensors/<train|val|test>: the split tensors as shards
 IMPORTANCE_FILE = "importance.json"
 PROFILE_FILE = "profile.json"
 PLOT_FILE = "rate_accuracy.png"
 TUNE_NAME = "tune"
 WEIGHTS_FILE = "codec.safetensors"  # a finished point (with metrics.json)
 STATE_FILE = "state.safetensors"  # a point part-way through training
-PROGRESS_FILE = "progress.json"  # {"point", "steps_done", "run_id"}; steps_done = FINISHED when done
+PROGRESS_FILE = "progress.json"  # {"point", "steps_done", "run_id", "rng"}; steps_done = FINISHED when done
 FINISHED = len(STEPS) + 1
-KEPT = "checkpoints"  # <stage>/checkpoints/<point>: the newest checkpoint of each point, kept across attempts
+KEPT = "checkpoints"  # <stage>/checkpoints/<trial>: the newest checkpoint of each trial, kept across attempts
+WEIGHTS_DIR = "codecs"  # <stage>/codecs/<point>.safetensors: the first seed's weights of every point
+SEED_WEIGHTS_DIR = "seeds"  # <stage>/codecs/seeds/<point>-seed<i>.safetensors: the other seeds' weights
 
 
 @dataclass
@@ -58,7 +66,7 @@ class SweepInputs:
     input_size: int
     split: str
     state: dict[str, torch.Tensor]
-    tensors: dict[str, torch.Tensor]  # train_z, train_y, val_z, val_y, test_z, test_y, test_png
+    tensors: dict[str, Any]  # train_z, val_z, test_z (SplitArray); train_y, val_y, test_y, test_png[, train_teacher]
     importance: np.ndarray | None
 
     @property
@@ -84,24 +92,26 @@ def run_sweep(cfg: ExperimentConfig, resume: bool, model: torch.nn.Module, meta:
     init_ray(cfg)
     stage = cfg.stage_dir(STAGE)
     if not resume:
-        for name in (TUNE_NAME, KEPT, TENSORS_FILE, IMPORTANCE_FILE, "codecs"):
+        for name in (TUNE_NAME, KEPT, TENSORS_FILE, SHARDS, IMPORTANCE_FILE, WEIGHTS_DIR):
             path = stage / name
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
         storage.remove(cfg, stage)
     inputs = prepare_inputs(cfg, model, meta, splits, stage)
     specs = point_specs(cfg.codecs, inputs.importance, inputs.shape[0])
-    blobs, nodes = run_trials(cfg, inputs, specs, stage, resume)
-    weights_dir = stage / "codecs"
-    weights_dir.mkdir(exist_ok=True)
-    for point_id, blob in blobs.items():
-        (weights_dir / f"{point_id}.safetensors").write_bytes(blob)
-    frame = measure_points(cfg, inputs, [blobs[s["id"]] for s in specs])
-    profile = build_profile(cfg, inputs, model, frame, blobs)
+    trials = with_seeds(specs, cfg.codecs.seeds)
+    blobs, nodes = run_trials(cfg, inputs, trials, stage, resume)
+    weights_dir = stage / WEIGHTS_DIR
+    (weights_dir / SEED_WEIGHTS_DIR).mkdir(parents=True, exist_ok=True)
+    for spec in trials:
+        folder = weights_dir if spec_seed(spec) == 0 else weights_dir / SEED_WEIGHTS_DIR
+        (folder / f"{trial_id(spec)}.safetensors").write_bytes(blobs[trial_id(spec)])
+    frame = measure_points(cfg, inputs, [blobs[trial_id(s)] for s in trials])
+    profile = build_profile(inputs, model, frame, specs, blobs)
     path = profile.save(stage / PROFILE_FILE)
     plot_rate_accuracy(profile, stage / PLOT_FILE, cfg.codecs.deepjscc.train_snr_db)
     summary = {**summarize(profile, path), "trial_nodes": nodes}
     _log_stage(stage, summary)
-    _log_models(cfg, profile, weights_dir, list(blobs), inputs.tensors["test_z"][:2].numpy())
+    _log_models(cfg, profile, weights_dir, [s["id"] for s in specs], inputs.tensors["test_z"][:2].numpy())
     return summary
 
 
@@ -115,30 +125,33 @@ def _subset(labels: np.ndarray, n: int | None, seed: int, stream: int) -> np.nda
 
 def prepare_inputs(cfg: ExperimentConfig, model: torch.nn.Module, meta: dict[str, Any], splits: Any,
                    stage: Path) -> SweepInputs:
-    """Split tensors of the train/val/test subsets and the channel ranking, cached in the stage folder."""
+    """Split tensors of the train/val/test subsets (as shards) and the channel ranking, cached in
+    the stage folder."""
+    from data_pipelines.shards import INDEX_FILE, SplitArray
     from data_pipelines.split_tensors import extract_split_tensors, png_sizes
 
     c = cfg.codecs
     cache = stage / TENSORS_FILE
-    if cache.exists():
-        tensors = load_file(str(cache))
+    names = ("train", "val", "test")
+    if cache.exists() and all((stage / SHARDS / n / INDEX_FILE).exists() for n in names):
+        tensors = {**load_file(str(cache)), **{f"{n}_z": SplitArray.open(stage / SHARDS / n) for n in names}}
     else:
         head, tail = split_resnet(model.eval(), c.split)
         tensors = {}
-        for name, split, n, stream in (("train", splits.train, c.train_samples, 101),
-                                       ("val", splits.val, c.val_samples, 102),
-                                       ("test", splits.test, c.test_samples, 103)):
+        for name, split, n, stream in zip(names, (splits.train, splits.val, splits.test),
+                                          (c.train_samples, c.val_samples, c.test_samples), (101, 102, 103)):
             idx = _subset(split.labels, n, cfg.seed, stream)
-            tensors[f"{name}_z"], tensors[f"{name}_y"] = extract_split_tensors(head, split, idx)
+            tensors[f"{name}_z"], tensors[f"{name}_y"] = extract_split_tensors(head, split, idx,
+                                                                               stage / SHARDS / name)
             if name == "test":
                 tensors["test_png"] = torch.from_numpy(png_sizes(split, idx))
-        # the clean tail's logits: every trial distils them, so they are computed once here
-        tensors["train_teacher"] = teacher_logits(tail, tensors["train_z"])
-        save_file(tensors, str(cache))
+        if needs_teacher(c):  # the clean tail's logits: every trial distils them, so computed once here
+            tensors["train_teacher"] = teacher_logits(tail, tensors["train_z"])
+        save_file({k: v for k, v in tensors.items() if isinstance(v, torch.Tensor)}, str(cache))
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     inputs = SweepInputs(meta.get("arch", "resnet18"), int(meta.get("num_classes", splits.num_classes)),
                          meta.get("dataset", splits.name), cfg.data.input_size, c.split, state, tensors, None)
-    if "aecnn" in c.train:
+    if any(codec_class(name).needs_importance for name in c.train):
         inputs.importance = _importance(cfg, inputs, stage)
     return inputs
 
@@ -188,9 +201,19 @@ def _save_checkpoint(progress: dict[str, Any], weights: bytes, metrics: dict[str
         tune.report({**metrics, "steps_done": progress["steps_done"]}, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
+def _rng_hex(state: torch.Tensor) -> str:
+    return state.numpy().tobytes().hex()
+
+
+def _rng_state(text: str) -> torch.Tensor:
+    return torch.from_numpy(np.frombuffer(bytes.fromhex(text), dtype=np.uint8).copy())
+
+
 def _trial(config: dict[str, Any], shared: dict[str, Any]) -> None:
-    """One Tune trial: train one codec point (from its last checkpoint, if any), log it as a
-    nested MLflow run, checkpoint after every step and at the end."""
+    """One Tune trial: train one codec point with one seed (from its last checkpoint, if any), log
+    it as a nested MLflow run, checkpoint after every step and at the end. Its random numbers
+    come from its own seeds and, after a checkpoint, the RNG state saved with it; torch runs
+    deterministic algorithms, so the trial trains the same wherever and whenever it runs."""
     import mlflow
     import ray
     from ray import tune
@@ -198,55 +221,59 @@ def _trial(config: dict[str, Any], shared: dict[str, Any]) -> None:
     from grl_aecnn.progress import LogLines
 
     spec = config["point"]
+    tid = trial_id(spec)
     retried = tune.get_checkpoint()  # Tune retrying this trial within the same attempt
     if retried is not None:
         with retried.as_directory() as d:
             earlier = _checkpoint_files(Path(d))
     else:
-        earlier = shared["resume"].get(spec["id"])
+        earlier = shared["resume"].get(tid)
     torch.set_num_threads(max(1, int(shared["cpus"])))
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    init_seed, train_seed = trial_seeds(shared["seed"], spec)
     inputs: SweepInputs = shared["inputs"]
-    cfg = CodecsConfig.model_validate(shared["codecs"])
+    cfg = CodecsConfig.model_validate({**shared["codecs"], **spec.get("codecs", {})})  # ablations override
     t = inputs.tensors
     tail = _tail(inputs)
+    torch.manual_seed(init_seed)
     codec = load_codec(earlier["weights"], tail)[0] if earlier else build_codec(spec, inputs.shape)
     if not earlier and shared["init"] is not None and init_codec(codec, spec, shared["init"]):
-        print(f"[codecs] {spec['id']}: starting from {cfg.init_from}")
-    seed = shared["seed"] ^ zlib.crc32(spec["id"].encode())
-    # Every Ray node this point trained on (a retry after a node loss adds one), for the summary.
+        print(f"[codecs] {tid}: starting from {cfg.init_from}")
+    # Every Ray node this trial trained on (a retry after a node loss adds one), for the summary.
     nodes = sorted({*(earlier or {}).get("nodes", []), ray.get_runtime_context().get_node_id()})
     lines = LogLines()
     mlflow.set_tracking_uri(shared["mlflow"]["uri"])
     run_id = earlier["run_id"] if earlier else None
     with mlflow.start_run(run_id=run_id, experiment_id=shared["mlflow"]["experiment_id"],
-                          run_name=None if run_id else f"codec/{spec['id']}") as run:
+                          run_name=None if run_id else f"codec/{tid}") as run:
         if run_id is None:
             mlflow.set_tags({**shared["mlflow"]["tags"], "grl_aecnn.stage": "codecs.trial"})
             mlflow.log_params({k: json.dumps(v) if isinstance(v, list) else v for k, v in spec.items()})
 
         def log(name: str, metrics: dict[str, float]) -> None:
             mlflow.log_metrics({f"{name}.{k}": v for k, v in metrics.items()}, step=STEPS.index(name))
-            lines(f"[codecs] {spec['id']} {name}: " + "  ".join(f"{k} {v:.4g}" for k, v in metrics.items()),
+            lines(f"[codecs] {tid} {name}: " + "  ".join(f"{k} {v:.4g}" for k, v in metrics.items()),
                   final=True)
 
-        def checkpoint(steps_done: int) -> None:
-            _save_checkpoint({"point": spec["id"], "steps_done": steps_done, "run_id": run.info.run_id, "nodes": nodes},
-                             save_codec(codec, spec, inputs.shape, tail, []), {})
+        def checkpoint(steps_done: int, rng: torch.Tensor) -> None:
+            _save_checkpoint({"point": tid, "steps_done": steps_done, "run_id": run.info.run_id,
+                              "rng": _rng_hex(rng), "nodes": nodes}, save_codec(codec, spec, inputs.shape, tail, []), {})
 
         start = earlier["steps_done"] if earlier else 0
         if start < FINISHED:
-            trained = train_codec(codec, tail, t["train_z"], t["train_y"], cfg, seed, log, t["train_teacher"],
-                                  start=start, on_step=checkpoint)
+            trained = train_codec(codec, tail, t["train_z"], t["train_y"], cfg, train_seed, log,
+                                  t.get("train_teacher"), start=start, on_step=checkpoint,
+                                  rng_state=_rng_state(earlier["rng"]) if start else None)
             val_acc = accuracy(codec, tail, t["val_z"], t["val_y"])
             blob = save_codec(codec, spec, inputs.shape, tail, trained)
             mlflow.log_metric("val_accuracy", val_acc)
             with tempfile.TemporaryDirectory() as tmp:
-                artifact = Path(tmp) / f"{spec['id']}.safetensors"
+                artifact = Path(tmp) / f"{tid}.safetensors"
                 artifact.write_bytes(blob)
                 mlflow.log_artifact(str(artifact), artifact_path="codecs")
         else:
             blob, val_acc = earlier["weights"], earlier["val_accuracy"]
-        _save_checkpoint({"point": spec["id"], "steps_done": FINISHED, "run_id": run.info.run_id,
+        _save_checkpoint({"point": tid, "steps_done": FINISHED, "run_id": run.info.run_id,
                           "val_accuracy": val_acc, "nodes": nodes}, blob, {"val_accuracy": val_acc})
 
 
@@ -303,14 +330,14 @@ def run_trials(cfg: ExperimentConfig, inputs: SweepInputs, specs: list[dict[str,
     from ray import tune
 
     c = cfg.codecs
-    earlier = newest_checkpoints(stage, [s["id"] for s in specs]) if resume else {}
+    earlier = newest_checkpoints(stage, [trial_id(s) for s in specs]) if resume else {}
     blobs = {point: found["weights"] for point, found in earlier.items() if found["steps_done"] == FINISHED}
     nodes = {point: earlier[point].get("nodes", []) for point in blobs}
     for point, found in earlier.items():
         if point not in blobs:
             print(f"[codecs] {point}: resuming after step {found['steps_done']} of {len(STEPS)}")
     _close_finished_runs(cfg, [earlier[point] for point in blobs])
-    pending = [s for s in specs if s["id"] not in blobs]
+    pending = [s for s in specs if trial_id(s) not in blobs]
     errors = ""
     path = stage / TUNE_NAME
     storage.push(cfg, stage / KEPT)  # the kept checkpoints reach the store before Tune's folder goes
@@ -336,10 +363,10 @@ def run_trials(cfg: ExperimentConfig, inputs: SweepInputs, specs: list[dict[str,
                 with result.checkpoint.as_directory() as d:
                     found = _checkpoint_files(Path(d))
                 if found and found["steps_done"] == FINISHED:
-                    blobs[result.config["point"]["id"]] = found["weights"]
-                    nodes[result.config["point"]["id"]] = found.get("nodes", [])
-        errors = "; ".join(f"{r.config['point']['id']}: {r.error}" for r in grid if r.error is not None)
-    missing = [s["id"] for s in specs if s["id"] not in blobs]
+                    blobs[trial_id(result.config["point"])] = found["weights"]
+                    nodes[trial_id(result.config["point"])] = found.get("nodes", [])
+        errors = "; ".join(f"{trial_id(r.config['point'])}: {r.error}" for r in grid if r.error is not None)
+    missing = [trial_id(s) for s in specs if trial_id(s) not in blobs]
     if missing:
         raise RuntimeError(f"codec trials did not finish: {missing} ({errors or 'stopped early'}); "
                            f"rerun with resume to finish them")
@@ -358,9 +385,8 @@ def measure_points(cfg: ExperimentConfig, inputs: SweepInputs, blobs: list[bytes
     t = inputs.tensors
     backbone = ray.put({"arch": inputs.arch, "num_classes": inputs.num_classes, "split": inputs.split,
                         "state": inputs.state})
-    ds = split_tensor_dataset(t["test_z"].numpy(), t["test_y"].numpy(), blocks=4 * c.measure_workers)
-    kwargs = {"backbone": backbone, "codecs": ray.put(blobs), "eval_snr_db": _eval_snrs(c),
-              "bnpp_variants": c.bottlenetpp.entropy_coded, "seed": cfg.seed}
+    ds = split_tensor_dataset(t["test_z"], t["test_y"].numpy(), blocks=4 * c.measure_workers)
+    kwargs = {"backbone": backbone, "codecs": ray.put(blobs), "eval_snr_db": _eval_snrs(c), "seed": cfg.seed}
     return measure_dataset(ds, CodecMeasurer, kwargs, c.measure_workers, c.measure_batch_size)
 
 
@@ -368,24 +394,31 @@ def _eval_snrs(c: CodecsConfig) -> list[float]:
     return sorted(set(c.deepjscc.eval_snr_db) | {c.deepjscc.train_snr_db})
 
 
-def codec_flops(codec: torch.nn.Module, shape: tuple[int, int, int]) -> tuple[float, float]:
-    """(device-side encoder, server-side decoder) FLOPs of one sample."""
-    z = torch.zeros(1, *shape)
-    if codec.kind == "aecnn":
-        return 0.0, count_flops(codec.recovery, z[:, list(codec.channels)])
-    with torch.no_grad():
-        code = codec.encoder(z)
-    restore_in = codec.channel(code) if codec.kind == "bottlenetpp" else code
-    return count_flops(codec.encoder, z), count_flops(codec.decoder, restore_in)
+def _seed_results(rows: Any) -> dict[str, Any]:
+    """Per-seed results of one profile point and its fields: accuracy and payload as the mean over
+    seeds, with the accuracy's 95 % interval. `rows`: one row per seed (index: seed)."""
+    seeds = [SeedResult(seed=int(seed), accuracy=float(row.accuracy),
+                        payload_bytes=None if np.isnan(row.payload) else float(row.payload))
+             for seed, row in rows.iterrows()]
+    acc, half = ci95([s.accuracy for s in seeds])
+    fields = {"accuracy": acc, "accuracy_ci95": half, "seeds": seeds,
+              "encode_ms": float(rows.enc.mean()), "decode_ms": float(rows.dec.mean())}
+    if seeds[0].payload_bytes is not None:
+        fields["payload_bytes"] = float(np.mean([s.payload_bytes for s in seeds]))
+    return fields
 
 
-def build_profile(cfg: ExperimentConfig, inputs: SweepInputs, model: torch.nn.Module, frame: Any,
+def build_profile(inputs: SweepInputs, model: torch.nn.Module, frame: Any, specs: list[Spec],
                   blobs: dict[str, bytes]) -> CodecProfile:
+    """The profile from the measurement rows of every trial; `specs`: one per point (the first
+    seed's), `blobs`: every trial's weights by trial id."""
     info = split_info(model, inputs.split, inputs.input_size)
-    digital = frame[frame.snr_db.isna()].groupby("point").agg(
-        accuracy=("correct", "mean"), payload=("payload_bytes", "mean"), enc=("encode_ms", "mean"),
-        dec=("decode_ms", "mean"))
-    clean = float(digital.loc[CLEAN, "accuracy"])
+    measures = {"accuracy": ("correct", "mean"), "payload": ("payload_bytes", "mean"),
+                "enc": ("encode_ms", "mean"), "dec": ("decode_ms", "mean")}
+    digital = frame[frame.snr_db.isna()].groupby(["point", "seed"]).agg(**measures)
+    analog = frame[frame.snr_db.notna()].groupby(["point", "snr_db", "seed"]).agg(**measures)
+    analog["payload"] = np.nan
+    clean = float(digital.loc[(CLEAN, 0), "accuracy"])
     png = float(inputs.tensors["test_png"].double().mean())
     backbone = BackboneInfo(arch=inputs.arch, input_size=inputs.input_size, dataset=inputs.dataset,
                             num_classes=inputs.num_classes, clean_accuracy=clean, total_flops=info.total_flops,
@@ -399,31 +432,22 @@ def build_profile(cfg: ExperimentConfig, inputs: SweepInputs, model: torch.nn.Mo
                        compression_ratio=1.0),
     ]
     tail = _tail(inputs)
-    for blob in blobs.values():
-        codec, spec = load_codec(blob, tail)
-        enc_flops, dec_flops = codec_flops(codec, inputs.shape)
+    for spec in specs:
+        codec, _ = load_codec(blobs[trial_id(spec)], tail)
+        enc_flops, dec_flops = codec.flops()
         common = {"split": inputs.split, "device_flops": info.head_flops + enc_flops,
                   "server_flops": dec_flops + info.tail_flops}
-        if spec["codec"] == "deepjscc":
-            rows = frame[frame.point == spec["id"]].groupby("snr_db").agg(
-                accuracy=("correct", "mean"), enc=("encode_ms", "mean"), dec=("decode_ms", "mean"))
-            table = [SnrPoint(snr_db=float(s), accuracy=float(a)) for s, a in rows.accuracy.items()]
-            at_train = rows.loc[spec["train_snr_db"]]
-            points.append(OperatingPoint(id=spec["id"], codec="deepjscc", kept_channels=spec["channels"],
-                                         channel_uses=float(codec.channel_uses), accuracy=float(at_train.accuracy),
-                                         accuracy_vs_snr=table, encode_ms=float(at_train.enc),
-                                         decode_ms=float(at_train.dec), **common))
-            continue
-        variants = ([(bnpp_variant_id(spec["id"], e), e) for e in cfg.codecs.bottlenetpp.entropy_coded]
-                    if spec["codec"] == "bottlenetpp" else [(spec["id"], True)])
-        for point_id, entropy_coded in variants:
-            row = digital.loc[point_id]
-            points.append(OperatingPoint(
-                id=point_id, codec=spec["codec"],
-                kept_channels=spec["kept_channels"] if spec["codec"] == "aecnn" else spec["channels"],
-                bits=spec.get("bits", 8), entropy_coded=entropy_coded, payload_bytes=float(row.payload),
-                accuracy=float(row.accuracy), encode_ms=float(row.enc), decode_ms=float(row.dec),
-                compression_ratio=info.float32_bytes / float(row.payload), **common))
+        for variant in codec.variants(spec):
+            if codec.analog:
+                per_snr = analog.loc[variant.id]
+                table = [SnrPoint(snr_db=float(snr), accuracy=float(per_snr.loc[snr].accuracy.mean()))
+                         for snr in per_snr.index.unique(level="snr_db")]
+                fields = _seed_results(per_snr.loc[spec["train_snr_db"]])
+                fields["accuracy_vs_snr"] = table
+            else:
+                fields = _seed_results(digital.loc[variant.id])
+                fields["compression_ratio"] = info.float32_bytes / fields["payload_bytes"]
+            points.append(OperatingPoint(id=variant.id, codec=codec.kind, **variant.fields, **fields, **common))
     return CodecProfile(version=PROFILE_VERSION, backbone=backbone, points=points)
 
 
@@ -433,26 +457,28 @@ def capacity_bytes(point: OperatingPoint, snr_db: float) -> float:
 
 
 def plot_rate_accuracy(profile: CodecProfile, path: Path, train_snr_db: float) -> Path:
-    """Accuracy vs payload bytes (log x), one curve per codec (AECNN: one per bit depth)."""
+    """Accuracy vs payload bytes (log x), one curve per codec (AECNN: one per bit depth), with the
+    95 % interval over seeds as error bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curves: dict[str, list[tuple[float, float]]] = {}
+    curves: dict[str, list[tuple[float, float, float]]] = {}
     for p in profile.points:
+        ci = p.accuracy_ci95 or 0.0
         if p.codec == "aecnn":
-            curves.setdefault(f"AECNN {p.bits}-bit", []).append((p.payload_bytes, p.accuracy))
+            curves.setdefault(f"AECNN {p.bits}-bit", []).append((p.payload_bytes, p.accuracy, ci))
         elif p.codec == "bottlenetpp":
             label = "BottleNet++ + entropy coder" if p.entropy_coded else "BottleNet++ (8-bit, as published)"
-            curves.setdefault(label, []).append((p.payload_bytes, p.accuracy))
+            curves.setdefault(label, []).append((p.payload_bytes, p.accuracy, ci))
         elif p.codec == "deepjscc":
             curves.setdefault(f"DeepJSCC (capacity bytes at {train_snr_db:g} dB)", []).append(
-                (capacity_bytes(p, train_snr_db), p.accuracy))
+                (capacity_bytes(p, train_snr_db), p.accuracy, ci))
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, pts in sorted(curves.items()):
-        xs, ys = zip(*sorted(pts))
-        ax.plot(xs, ys, marker="o", label=label)
+        xs, ys, cis = zip(*sorted(pts))
+        ax.errorbar(xs, ys, yerr=cis, marker="o", capsize=3, label=label)
     for pid, marker in (("raw-image", "s"), ("float32", "^")):
         p = next((q for q in profile.points if q.id == pid), None)
         if p is not None:
@@ -487,7 +513,8 @@ def summarize(profile: CodecProfile, path: Path) -> dict[str, Any]:
         "clean_accuracy": clean,
         "best_aecnn_256x": None if best is None else {
             "id": best.id, "payload_bytes": best.payload_bytes, "compression_ratio": best.compression_ratio,
-            "accuracy": best.accuracy, "loss_points": 100 * (clean - best.accuracy)},
+            "accuracy": best.accuracy, "accuracy_ci95": best.accuracy_ci95,
+            "loss_points": 100 * (clean - best.accuracy)},
     }
 
 

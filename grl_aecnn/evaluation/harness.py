@@ -20,9 +20,6 @@ from pathlib import Path
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from scipy import stats
-
 from grl_aecnn.policies.base import bind_policy
 from grl_aecnn.policies.registry import PolicySpec, build_policy, read_index
 from grl_aecnn.profile import CodecProfile, load_profile
@@ -30,6 +27,7 @@ from grl_aecnn.progress import LogLines
 from grl_aecnn.sim.env import EPISODE_METRICS, MECEnv, episode_metrics
 from grl_aecnn.sim.scenarios import NETWORK, ScenarioDistribution, with_changes
 from grl_aecnn.sim.settings import ScenarioConfig
+from grl_aecnn.stats import ci95
 
 if TYPE_CHECKING:
     from grl_aecnn.config import ExperimentConfig
@@ -52,14 +50,6 @@ class PolicyRun:
     distinct_points_per_slot: list[int] = field(default_factory=list)
     extra: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
-
-
-def ci95(values: list[float]) -> tuple[float, float]:
-    """Mean and half-width of the 95 % t-interval."""
-    x = np.asarray(values, dtype=float)
-    if x.size < 2:
-        return float(x.mean()), 0.0
-    return float(x.mean()), float(stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
 
 
 def episode_seed(seed: int, episode: int) -> int:

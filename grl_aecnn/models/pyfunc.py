@@ -47,7 +47,7 @@ class CodecModel:
     def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> np.ndarray:
         z = np.asarray(model_input, dtype=np.float32)
         with torch.inference_mode():
-            if self.spec["codec"] == "deepjscc":
+            if self.codec.analog:
                 generator = torch.Generator().manual_seed(int((params or {}).get("seed", 0)))
                 snr = float((params or {}).get("snr_db", self.spec["train_snr_db"]))
                 received = self.codec.transmit(torch.from_numpy(z), snr, generator)
