@@ -20,6 +20,8 @@ from pathlib import Path
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from grl_aecnn.policies.base import bind_policy
 from grl_aecnn.policies.registry import PolicySpec, build_policy, read_index
 from grl_aecnn.profile import CodecProfile, load_profile
