@@ -45,12 +45,12 @@ def _profile(tmp_path, arch: str, split: str):
     for spec in specs:
         codec, tail = build_codec(spec, inputs.shape), _tail(inputs)
         trained = train_codec(codec, tail, t["train_z"], t["train_y"], cfg.codecs, 0, lambda *_: None,
-                              t["train_teacher"])
+                              t.get("train_teacher"))
         blobs[spec["id"]] = save_codec(codec, spec, inputs.shape, tail, trained)
     measurer = CodecMeasurer({"arch": arch, "num_classes": inputs.num_classes, "split": split, "state": inputs.state},
                              list(blobs.values()), _eval_snrs(cfg.codecs))
     n = len(t["test_y"])
-    frame = pd.DataFrame(measurer({"tensor": t["test_z"].numpy(), "label": t["test_y"].numpy(),
+    frame = pd.DataFrame(measurer({"tensor": t["test_z"][:].numpy(), "label": t["test_y"].numpy(),
                                    "index": np.arange(n)}))
     return cfg, model, inputs, build_profile(inputs, model, frame, specs, blobs), blobs
 
