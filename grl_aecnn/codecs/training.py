@@ -21,7 +21,7 @@ on at most `FIT_BYTES` of rows, so memory is bounded by a batch, not by the data
 from __future__ import annotations
 
 import sys
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
