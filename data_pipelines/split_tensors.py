@@ -49,7 +49,7 @@ def png_sizes(split: ImageSplit, indices: np.ndarray) -> np.ndarray:
 
 
 def _read_rows(batch: dict[str, np.ndarray], z: SplitArray, labels: np.ndarray) -> dict[str, np.ndarray]:
-    index = batch["id"]
+    index = batch["data"]
     return {"index": index, "tensor": z[index].numpy(), "label": labels[index]}
 
 
@@ -58,7 +58,10 @@ def split_tensor_dataset(z: SplitArray, labels: np.ndarray, blocks: int) -> "Any
     tensors are read from the shards by the Ray Data tasks, a block at a time."""
     import ray.data
 
-    ds = ray.data.range(len(z), override_num_blocks=max(1, min(blocks, len(z))))
+    # The row indices are made in the driver (`from_numpy`, no read task): a read task would
+    # hold a CPU the measuring actors wait for, and with as many actors as CPUs the streaming
+    # executor backpressures it forever (seen on 2 CPUs with 2 actors).
+    ds = ray.data.from_numpy(np.array_split(np.arange(len(z)), max(1, min(blocks, len(z)))))
     return ds.map_batches(_read_rows, fn_kwargs={"z": z, "labels": np.asarray(labels)}, batch_format="numpy")
 
 
