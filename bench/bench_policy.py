@@ -4,7 +4,8 @@
 
 Every figure comes from this one run on this machine (the quick preset's PPO settings, the
 default 14x2 scenario padded to 32x4, GCN policy). Decision time is one ``act`` call of a
-loaded policy on one observation, on one core (target < 2 ms).
+loaded policy on one observation, on one core (target < 2 ms at 14x2, < 4 ms at 30x4), for the
+actor alone and with the model-based critic (``policy.critic``) picking among its candidates.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import numpy as np
 import torch
 
 from grl_aecnn.config import load_config
+from grl_aecnn.policies.base import bind_policy
+from grl_aecnn.policies.settings import ACTOR_ONLY, CriticConfig
 from grl_aecnn.profile import load_profile
 from grl_aecnn.rl.policy import MODULES, RLlibPolicy
 from grl_aecnn.rl.train import ENV_NAME, PolicyRun, env_config, rllib_config
@@ -79,15 +82,17 @@ def learner_update_s(cfg, env_cfg: dict, iterations: int = 3) -> tuple[float, fl
         algo.stop()
 
 
-def decision_ms(cfg, env_cfg: dict, slots: int = 500) -> tuple[float, float]:
-    """Median and 90th percentile ms of one ``act`` at the configured network size (one thread)."""
+def decision_ms(cfg, env_cfg: dict, critic: CriticConfig, slots: int = 500) -> tuple[float, float]:
+    """Median and 90th percentile ms of one ``act`` at the configured network size (one thread),
+    with ``critic`` picking among the actor's candidates (``ACTOR_ONLY``: the argmax)."""
     torch.set_num_threads(1)
     env = MECEnv.from_env_config(env_cfg)
     ppo = cfg.policy.ppo
     module = MODULES[ppo.model](observation_space=env.observation_space, action_space=env.action_space,
                                 model_config={"hidden": ppo.hidden, "gcn_layers": ppo.gcn_layers,
                                               "mlp_layers": ppo.mlp_layers}, inference_only=True)
-    policy = RLlibPolicy(module, "bench", {})
+    policy = RLlibPolicy(module, "bench", {}, critic)
+    bind_policy(policy, env)
     obs, _ = env.reset(seed=0)
     times = []
     for _ in range(slots):
@@ -119,12 +124,14 @@ def main() -> None:
     print(f"scenario {sc.num_devices}x{sc.num_servers} padded to {sc.max_devices}x{sc.max_servers}, "
           f"codecs aecnn, model {ppo.model} hidden {ppo.hidden}; {ppo.num_envs_per_env_runner} env copies per runner")
 
-    median, p90 = decision_ms(cfg, env_cfg)
-    print(f"decision time per slot (act, 1 thread): median {median:.2f} ms, p90 {p90:.2f} ms (target < 2 ms)")
     large = {**env_cfg, "scenario": {**env_cfg["scenario"], "num_devices": 30, "num_servers": 4}}
-    median, p90 = decision_ms(cfg, large)
-    print(f"decision time per slot at 30x4 (act, 1 thread): median {median:.2f} ms, p90 {p90:.2f} ms "
-          f"(target < 4 ms)")
+    cr = cfg.policy.critic
+    for label, critic in (("actor alone", ACTOR_ONLY),
+                          (f"actor + critic ({cr.order_preserving}+{cr.sampled} candidates x {cr.samples} draws)", cr)):
+        for size, target, config in ((f"{sc.num_devices}x{sc.num_servers}", 2, env_cfg), ("30x4", 4, large)):
+            median, p90 = decision_ms(cfg, config, critic)
+            print(f"decision time per slot at {size}, {label} (act, 1 thread): median {median:.2f} ms, "
+                  f"p90 {p90:.2f} ms (target < {target} ms)")
     fixed = {**env_cfg, "train_scenarios": {}}
     single, vector = env_steps_per_s(fixed, ppo.num_envs_per_env_runner, slots=200)
     _, drawn = env_steps_per_s(env_cfg, ppo.num_envs_per_env_runner, slots=200)

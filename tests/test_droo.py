@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from grl_aecnn.evaluation.harness import run_policy
-from grl_aecnn.policies.droo import DROOAgent, DROOPolicy, quantize, train_droo
+from grl_aecnn.policies.candidates import order_preserving
+from grl_aecnn.policies.droo import DROOAgent, DROOPolicy, train_droo
 from grl_aecnn.policies.registry import PolicySpec, register_policy_factory
 from grl_aecnn.policies.settings import DROOConfig
 from grl_aecnn.profile import load_profile
@@ -23,13 +24,13 @@ SMALL = ScenarioConfig(num_devices=4, num_servers=1, max_devices=4, max_servers=
 def test_order_preserving_quantisation() -> None:
     logits = np.array([[0.0, 5.0, 1.0], [0.0, 0.2, 0.1], [3.0, 0.0, 0.0], [0.0, 9.0, 9.0]])
     mask = np.array([[1, 1, 1], [1, 1, 1], [1, 1, 1], [1, 0, 0]], dtype=np.float32)
-    cands = quantize(logits, mask, 10)
+    cands = order_preserving(logits, mask, 10)
     assert cands[0].tolist() == [1, 1, 0, 0]  # argmax within the mask
     # Least confident first: device 1 (gap 0.1), then device 2 (3.0), then device 0 (4.0).
     assert cands[1].tolist() == [1, 2, 0, 0]
     assert cands[2].tolist() == [1, 2, 1, 0]
     assert cands[3].tolist() == [2, 2, 1, 0]
-    assert len(cands) == 4 and quantize(logits, mask, 2).shape == (2, 4)
+    assert len(cands) == 4 and order_preserving(logits, mask, 2).shape == (2, 4)
 
 
 def test_droo_learns_above_random(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -24,6 +24,7 @@ import numpy as np
 
 from grl_aecnn.policies.base import bind_policy
 from grl_aecnn.policies.registry import PolicySpec, build_policy, read_index
+from grl_aecnn.policies.settings import ACTOR_ONLY
 from grl_aecnn.profile import CodecProfile, load_profile
 from grl_aecnn.progress import LogLines
 from grl_aecnn.sim.env import EPISODE_METRICS, MECEnv, episode_metrics
@@ -97,10 +98,17 @@ def oracle_name(codecs: list[str] | tuple[str, ...]) -> str:
     return f"{ORACLE}:{codec_set(codecs)}"
 
 
+def actor_name(policy: str) -> str:
+    """`<policy>:actor`: a GRL policy's actor alone (its argmax, critic off), the ablation that
+    shows what the critic adds."""
+    return f"{policy}:actor"
+
+
 def default_specs(profile: CodecProfile, scenario: ScenarioConfig, ev: "EvaluationConfig",
                   trained: list[PolicySpec]) -> list[PolicySpec]:
     """References, rules and the trained policies, filtered by `ev.policies` when given.
 
+    The subject (``ev.subject``) also runs as its actor alone (`actor_name`).
     References: the oracle on every codec, the oracle on each action set a policy here uses
     (`oracle:<codecs>`, the fair reference for that policy), the planner (the oracle's solver
     on the estimates) and the robust planner (expected reward under the estimate-error model).
@@ -124,6 +132,8 @@ def default_specs(profile: CodecProfile, scenario: ScenarioConfig, ev: "Evaluati
         specs += [PolicySpec(f"fixed:{p.id}", "rule", params={"rule": "fixed", "point": p.id})
                   for p in profile.select(scenario.codecs)]
     specs += trained
+    specs += [replace(s, name=actor_name(s.name), params={**s.params, "critic": ACTOR_ONLY.model_dump()})
+              for s in trained if s.kind == "rllib" and s.name == ev.subject]
     if ev.policies is not None:
         unknown = sorted(set(ev.policies) - {s.name for s in specs})
         if unknown:

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from grl_aecnn.evaluation.harness import PolicyRun
 
 FIXED_RULES = ("all-local", "all-edge")
+DROO = "droo-aecnn"  # the learned baseline every row must beat (grl_aecnn.policies.training)
 
 
 def is_fixed_rule(name: str) -> bool:
@@ -49,7 +50,8 @@ def scenario_label(row: dict[str, Any]) -> str:
 def generalisation(rows: list[dict[str, Any]], subject: str) -> list[dict[str, Any]]:
     """Per scenario row: the subject's rank among the deployable policies (1 + how many did better),
     its ratio to the robust planner and to the best non-learned deployable policy, whether it
-    beats every fixed rule and every other learned policy, and whether the row lies inside the
+    beats every fixed rule, DROO-AECNN and every other learned policy (its own variants, such as
+    its actor alone, are not others), and whether the row lies inside the
     training distribution. Rows without the subject are skipped."""
     table = []
     for label in dict.fromkeys(scenario_label(r) for r in rows):
@@ -60,7 +62,8 @@ def generalisation(rows: list[dict[str, Any]], subject: str) -> list[dict[str, A
         others = [r for r in group if not r["learned"]]
         best_other = max(others, key=lambda r: r["reward"]) if others else None
         fixed = [r["reward"] for r in group if is_fixed_rule(r["policy"])]
-        learned = [r for r in group if r["learned"] and r["policy"] != subject]
+        learned = [r for r in group if r["learned"] and not r["policy"].startswith((subject, f"{subject}:"))]
+        droo = [r["reward"] for r in group if r["policy"] == DROO]
         table.append({
             "scenario": label, "in_training": me["in_training"], "rank": 1 + sum(r["reward"] > me["reward"] for r in group),
             "deployable": len(group), "reward": me["reward"], "reward_ci95": me["reward_ci95"],
@@ -70,6 +73,7 @@ def generalisation(rows: list[dict[str, Any]], subject: str) -> list[dict[str, A
             else float("nan"),
             "beats_fixed": all(me["reward"] > f for f in fixed),
             "beats_learned": all(me["reward"] > r["reward"] for r in learned),
+            "beats_droo": all(me["reward"] > d for d in droo),
             "rewards": {r["policy"]: r["reward"] for r in group},
         })
     return table
@@ -94,8 +98,9 @@ def _generalisation_lines(table: list[dict[str, Any]], subject: str) -> list[str
         cells = " | ".join(_fmt(t["rewards"].get(p, float("nan"))) for p in policies)
         lines.append(f"| {t['scenario']} | {'yes' if t['in_training'] else 'no'} | {t['rank']}/{t['deployable']} | "
                      f"{_fmt(t['vs_robust'])} | {_fmt(t['vs_best_non_learned'])} ({t['best_non_learned']}) | {cells} |")
-    short = [t["scenario"] for t in table if not t["vs_robust"] >= 0.97 or not t["beats_fixed"]]
-    lines += ["", f"Rows where {subject} is below 0.97 of the robust planner or not above every fixed rule: "
+    short = [t["scenario"] for t in table if not t["vs_robust"] >= 0.97 or not t["beats_fixed"] or not t["beats_droo"]]
+    lines += ["", f"Rows where {subject} is below 0.97 of the robust planner or not above every fixed rule and "
+              f"{DROO}: "
               + (", ".join(short) if short else "none") + "."]
     return lines
 

@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from grl_aecnn.policies.base import Observation
+from grl_aecnn.policies.candidates import order_preserving, sampled
 from grl_aecnn.policies.settings import DROOConfig
 
 if TYPE_CHECKING:
@@ -50,21 +51,6 @@ def mlp(in_dim: int, hidden: list[int], out_dim: int) -> nn.Sequential:
         layers += [nn.Linear(in_dim, width), nn.ReLU()]
         in_dim = width
     return nn.Sequential(*layers, nn.Linear(in_dim, out_dim))
-
-
-def quantize(logits: np.ndarray, mask: np.ndarray, k: int) -> np.ndarray:
-    """K order-preserving candidates (k, N_max) from per-device logits (N_max, A)."""
-    scores = np.where(mask > 0, logits, -np.inf)
-    order = np.argsort(-scores, axis=1)
-    first, second = order[:, 0], order[:, 1]
-    top = np.take_along_axis(scores, order[:, :2], axis=1)
-    choice = np.isfinite(top[:, 1])  # devices with a second allowed action
-    margin = np.where(choice, top[:, 0] - top[:, 1], np.inf)
-    ranked = np.argsort(margin, kind="stable")[: int(choice.sum())]
-    cands = np.repeat(first[None, :], 1 + ranked.size, axis=0)
-    for i, dev in enumerate(ranked):
-        cands[i + 1:, dev] = second[dev]
-    return cands[:k].astype(np.int64)
 
 
 class DROOAgent:
@@ -94,9 +80,9 @@ class DROOAgent:
         x = flatten_obs(obs)
         mask = obs["action_mask"]
         logits = self.logits(x)
-        cands = quantize(logits, mask, self.k)
+        cands = order_preserving(logits, mask, self.k)
         if learn and self.cfg.sampled_candidates:
-            cands = np.concatenate([cands, self._sample(logits, mask, self.cfg.sampled_candidates)])
+            cands = np.concatenate([cands, sampled(logits, mask, self.cfg.sampled_candidates, self.rng)])
         best = int(np.argmax(env.evaluate(env.estimated_state(), cands)))
         if learn:
             self._remember(x, cands[best], mask > 0)
@@ -107,14 +93,6 @@ class DROOAgent:
             if self.slots % self.cfg.training_interval == 0 and self.mem_count >= self.cfg.batch_size:
                 self._train()
         return cands[best]
-
-    def _sample(self, logits: np.ndarray, mask: np.ndarray, count: int) -> np.ndarray:
-        """Candidates drawn from the per-device softmax: exploration beyond the second choice."""
-        z = np.where(mask > 0, logits, -np.inf)
-        p = np.exp(z - z.max(axis=1, keepdims=True))
-        cdf = np.cumsum(p / p.sum(axis=1, keepdims=True), axis=1)
-        u = self.rng.random((count, self.n_max, 1))
-        return np.minimum((u > cdf[None]).sum(axis=2), self.width - 1).astype(np.int64)
 
     def _remember(self, x: np.ndarray, action: np.ndarray, mask: np.ndarray) -> None:
         i = self.mem_count % self.cfg.memory_size

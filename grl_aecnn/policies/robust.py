@@ -22,8 +22,8 @@ import numpy as np
 
 from grl_aecnn.policies.base import Observation
 from grl_aecnn.policies.oracle import candidate_mask, solve_slot
-from grl_aecnn.sim.core import (OptionTable, SlotState, encode_action, error_free, option_table,
-                                sample_realisations, slot_outcome)
+from grl_aecnn.policies.candidates import expected_rewards
+from grl_aecnn.sim.core import OptionTable, SlotState, encode_action, error_free, option_table, sample_realisations
 
 if TYPE_CHECKING:
     from grl_aecnn.sim.env import MECEnv
@@ -65,10 +65,7 @@ class RobustPlanner:
 
     def expected_rewards(self, candidates: np.ndarray, draws: SlotState) -> np.ndarray:
         """Mean slot reward of each candidate decision (C, N) over the K draws: (C,)."""
-        c, k = candidates.shape[0], self.samples
-        acts = np.repeat(candidates, k, axis=0)
-        out = slot_outcome(self.env.scenario, self.env.points, draws.repeat_batch(c), acts)
-        return out.reward.sum(axis=1).reshape(c, k).mean(axis=1)
+        return expected_rewards(self.env.scenario, self.env.points, candidates, draws)
 
     def improve(self, choice: np.ndarray, options: tuple[np.ndarray, np.ndarray], draws: SlotState) -> np.ndarray:
         """Best single-device changes among `options` (device, action) while the sample mean improves."""

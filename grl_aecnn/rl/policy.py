@@ -6,8 +6,13 @@ Loading needs neither Ray's checkpoint pickles nor the Algorithm: the module is 
 the JSON and the weights are read with safetensors, so a policy file from anywhere is
 never unpickled, and it survives Ray upgrades.
 
-``act`` is RLlib's deterministic action: the per-device argmax of the masked logits
-(``TorchFactoredCategorical.to_deterministic``), for one observation.
+``act`` plays one slot. The actor's own decision is RLlib's deterministic action, the
+per-device argmax of the masked logits (``TorchFactoredCategorical.to_deterministic``). A
+policy exported with an active ``critic`` record (``policy.critic`` at training) and bound to
+an env (``bind``, as the harness does) instead plays the candidate with the highest expected
+slot reward under the scenario's estimate-error model (``grl_aecnn.policies.candidates``); it
+reads the env's estimated state, the observation's own content in physical units. The ONNX
+export and the pyfunc model are the actor alone.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 import numpy as np
 import torch
+from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 
 from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_LEARNER_GROUP, COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
@@ -29,6 +35,8 @@ from rllib_models.gcn import GCNOffloadingModule
 from rllib_models.mlp import MLPOffloadingModule
 
 from grl_aecnn.models.policy_net import FORMAT_VERSION, META, WEIGHTS
+from grl_aecnn.policies.candidates import CandidateCritic, critic_from_meta
+from grl_aecnn.policies.settings import CriticConfig
 
 if TYPE_CHECKING:
     from grl_aecnn.policies.registry import PolicySpec
@@ -72,12 +80,20 @@ def export_policy(checkpoint: str | Path, dest: str | Path, meta: dict[str, Any]
 
 
 class RLlibPolicy:
-    """A loaded GRL policy; answers the ``grl_aecnn.policies.base.Policy`` interface."""
+    """A loaded GRL policy; answers the ``grl_aecnn.policies.base.Policy`` interface.
 
-    def __init__(self, module: OffloadingRLModule, name: str, meta: dict[str, Any]) -> None:
+    ``critic``: how a bound policy picks its decision (default: the one in ``policy.json``)."""
+
+    def __init__(self, module: OffloadingRLModule, name: str, meta: dict[str, Any],
+                 critic: CriticConfig | None = None) -> None:
         self.module = module.eval()
         self.name = name
         self.meta = meta
+        self.critic = CandidateCritic(critic or critic_from_meta(meta.get("critic")))
+        self.env: MECEnv | None = None
+
+    def bind(self, env: "MECEnv") -> None:
+        self.env = env
 
     @torch.inference_mode()
     def logits(self, obs: dict[str, np.ndarray]) -> torch.Tensor:
@@ -89,10 +105,17 @@ class RLlibPolicy:
         return out.view(obs["action_mask"].shape)
 
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        return self.logits(obs).argmax(-1).numpy().astype(np.int64)
+        logits = self.logits(obs)
+        env = self.env
+        if env is None or not self.critic.critic.active:
+            return logits.argmax(-1).numpy().astype(np.int64)
+        return self.critic.choose(logits.numpy(), obs["action_mask"], env.scenario, env.points, env.estimated_state())
+
+    def summary(self) -> dict[str, float]:
+        return self.critic.summary() if self.critic.critic.active else {}
 
 
-def load_rllib_policy(path: str | Path, name: str | None = None) -> RLlibPolicy:
+def load_rllib_policy(path: str | Path, name: str | None = None, critic: CriticConfig | None = None) -> RLlibPolicy:
     """Load an exported policy folder (see ``export_policy``)."""
     path = Path(path)
     meta_file = path / META
@@ -108,7 +131,12 @@ def load_rllib_policy(path: str | Path, name: str | None = None) -> RLlibPolicy:
         inference_only=True,
     )
     module.set_state(load_file(str(path / WEIGHTS)))  # ignores the critic's weights, fails on missing ones
-    return RLlibPolicy(module, name or meta.get("name", path.name), meta)
+    try:
+        critic = critic or critic_from_meta(meta.get("critic"))
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise ValueError(f"{meta_file}: critic.{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    return RLlibPolicy(module, name or meta.get("name", path.name), meta, critic)
 
 
 def make_policy(spec: "PolicySpec", env: "MECEnv") -> RLlibPolicy:
@@ -116,10 +144,12 @@ def make_policy(spec: "PolicySpec", env: "MECEnv") -> RLlibPolicy:
 
     The GCN reads N, M and V from the observation, so it serves any env with the same feature
     widths (other network sizes, even other padding); the MLP only its training shapes.
+    ``spec.params["critic"]`` (a ``policy.critic`` mapping) overrides the recorded critic.
     """
     if not spec.path:
         raise ValueError(f"policy {spec.name!r}: kind 'rllib' needs an exported policy folder")
-    policy = load_rllib_policy(spec.path, spec.name)
+    critic = spec.params.get("critic")
+    policy = load_rllib_policy(spec.path, spec.name, None if critic is None else CriticConfig.model_validate(critic))
     trained = policy.meta["observation_shapes"]
     offered = _space_shapes(env.observation_space)
     same = (lambda a, b: a == b) if policy.meta["module"] == "mlp" else (lambda a, b: a[-1:] == b[-1:])

@@ -402,6 +402,7 @@ def train_ppo(cfg: ExperimentConfig, profile: CodecProfile, runs: list[PolicyRun
     for run in runs:
         checkpoint, done, metrics = finished[run.name]
         meta = {"name": run.name, "codecs": list(run.codecs), "iterations": done, "checkpoint": str(checkpoint),
+                "critic": cfg.policy.critic.model_dump(mode="json"),
                 "trained_on": {"num_devices": cfg.scenario.num_devices, "num_servers": cfg.scenario.num_servers,
                                "train_scenarios": cfg.policy.train_scenarios.model_dump(mode="json")}}
         with trust.verified_copy(checkpoint, key) as safe:

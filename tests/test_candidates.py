@@ -1,0 +1,143 @@
+"""The GRL policies' model-based critic: candidates from the actor's logits, expected-reward choice."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from grl_aecnn.evaluation.harness import actor_name, default_specs
+from grl_aecnn.evaluation.settings import EvaluationConfig
+from grl_aecnn.policies.base import bind_policy
+from grl_aecnn.policies.candidates import (CandidateCritic, critic_from_meta, expected_rewards, order_preserving,
+                                           realisations, sampled, to_local)
+from grl_aecnn.policies.registry import PolicySpec
+from grl_aecnn.policies.settings import ACTOR_ONLY, CriticConfig
+from grl_aecnn.profile import load_profile
+from grl_aecnn.sim.core import sample_realisations
+from grl_aecnn.sim.env import MECEnv
+from grl_aecnn.sim.settings import ScenarioConfig
+
+PROFILE = load_profile(Path(__file__).parent / "fixtures" / "profile_small.json")
+CONGESTED = dict(num_devices=12, num_servers=2, max_devices=16, max_servers=2, episode_slots=10,
+                 bandwidth_hz=0.2e6, deadline_max_s=0.05)
+EXACT = ScenarioConfig(**CONGESTED, channel_est_error_db=0.0, capacity_est_noise=0.0, capacity_lag_slots=0)
+NOISY = ScenarioConfig(**CONGESTED, channel_est_error_db=4.0, capacity_est_noise=0.1, capacity_lag_slots=2)
+
+
+def random_logits(env: MECEnv, obs: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    return np.where(obs["action_mask"] > 0, rng.normal(0, 2, obs["action_mask"].shape), -3.4e38).astype(np.float32)
+
+
+def test_sampled_candidates_stay_in_the_mask_and_follow_the_softmax() -> None:
+    rng = np.random.default_rng(0)
+    mask = np.array([[1, 1, 1], [1, 0, 0], [1, 1, 0]], dtype=np.float32)
+    logits = np.array([[0.0, np.log(3.0), -np.inf], [5.0, 9.0, 9.0], [0.0, 0.0, 9.0]])
+    draws = sampled(logits, mask, 4000, rng)
+    assert np.all(np.take_along_axis(mask[None].repeat(4000, 0), draws[..., None], -1) == 1)
+    assert np.all(draws[:, 1] == 0) and set(np.unique(draws[:, 2])) == {0, 1}
+    assert abs(np.mean(draws[:, 0] == 1) - 0.75) < 0.03  # softmax of (0, log 3) = (1/4, 3/4)
+
+
+def test_cut_backs_run_the_least_convincing_offloads_locally_first() -> None:
+    mask = np.ones((4, 3), dtype=np.float32)
+    mask[3, 1:] = 0  # device 3 may only run locally
+    logits = np.array([[0.0, 5.0, 1.0], [0.0, 0.5, 0.1], [3.0, 0.0, 0.0], [0.0, 9.0, 9.0]])
+    cands = to_local(logits, mask, 5)
+    # Offloading by argmax: devices 0 (margin 5.0) and 1 (0.5); device 1 goes local first.
+    assert cands.tolist() == [[1, 0, 0, 0], [0, 0, 0, 0]]
+    assert to_local(logits, mask, 1).tolist() == [[1, 0, 0, 0]] and to_local(logits, mask, 0).shape == (0, 4)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_with_exact_estimates_the_critic_is_never_worse_than_the_argmax(seed: int) -> None:
+    """Error-free estimates are the realised slot, so the candidate the critic keeps earns at least the
+    actor's argmax (candidate 0) in every slot, and more in some (the slots are congested)."""
+    rng = np.random.default_rng(seed)
+    env = MECEnv(EXACT, PROFILE, ["aecnn"], seed=seed)
+    critic = CandidateCritic(CriticConfig(order_preserving=6, sampled=6, samples=4), seed=seed)
+    obs, _ = env.reset(seed=seed)
+    gains = []
+    for _ in range(EXACT.episode_slots):
+        logits = random_logits(env, obs, rng)
+        argmax = np.where(obs["action_mask"] > 0, logits, -np.inf).argmax(-1)
+        chosen = env.check_action(critic.choose(logits, obs["action_mask"], EXACT, env.points, env.estimated_state()))
+        rewards = env.evaluate(env.realised_state(), np.stack([argmax, chosen]))
+        gains.append(rewards[1] - rewards[0])
+        obs, *_ = env.step(chosen)
+    assert min(gains) >= -1e-9 and max(gains) > 0
+
+
+def test_the_critic_maximises_the_sampled_expected_reward() -> None:
+    """Under estimate errors the kept candidate has the highest mean reward over the critic's own draws."""
+    env = MECEnv(NOISY, PROFILE, ["aecnn"], seed=1)
+    obs, _ = env.reset(seed=1)
+    logits = random_logits(env, obs, np.random.default_rng(1))
+    cr = CriticConfig(order_preserving=5, to_local=3, sampled=5, samples=16)
+    mask = obs["action_mask"]
+    chosen = CandidateCritic(cr, seed=9).choose(logits, mask, NOISY, env.points, env.estimated_state())
+    rng = np.random.default_rng(9)  # the critic's generator: its sampled candidates, then its draws
+    cands = np.concatenate([order_preserving(logits, mask, 5), to_local(logits, mask, 3), sampled(logits, mask, 5, rng)])
+    draws = sample_realisations(NOISY, env.estimated_state(), 16, rng)
+    scores = expected_rewards(NOISY, env.points, cands[:, :NOISY.num_devices], draws)
+    np.testing.assert_array_equal(chosen, cands[int(np.argmax(scores))])
+    est = env.estimated_state()
+    assert realisations(EXACT, est, 16, rng) is est and realisations(NOISY, est, 16, rng).task.shape[0] == 16
+
+
+def test_actor_only_is_the_argmax_and_meta_without_a_critic_means_actor_only() -> None:
+    env = MECEnv(NOISY, PROFILE, ["aecnn"], seed=2)
+    obs, _ = env.reset(seed=2)
+    logits = random_logits(env, obs, np.random.default_rng(2))
+    choice = CandidateCritic(ACTOR_ONLY).choose(logits, obs["action_mask"], NOISY, env.points, env.estimated_state())
+    np.testing.assert_array_equal(choice, np.where(obs["action_mask"] > 0, logits, -np.inf).argmax(-1))
+    assert critic_from_meta(None) == ACTOR_ONLY and not ACTOR_ONLY.active
+    assert critic_from_meta({"order_preserving": 3}).order_preserving == 3
+
+
+def test_bound_policy_uses_its_recorded_critic(tmp_path: Path) -> None:
+    """An exported policy with a critic record plays the critic's pick once bound; unbound (or with the
+    critic overridden off) it plays its argmax; a bad critic record is named, not obeyed."""
+    from safetensors.torch import save_file
+
+    from grl_aecnn.rl.policy import MODULES, RLlibPolicy, load_rllib_policy, make_policy
+
+    env = MECEnv(NOISY, PROFILE, ["aecnn"], seed=3)
+    module = MODULES["gcn"](observation_space=env.observation_space, action_space=env.action_space,
+                            model_config={"hidden": 8, "gcn_layers": 1}, inference_only=True)
+    critic = CriticConfig(order_preserving=8, sampled=8, samples=4)
+    policy = RLlibPolicy(module, "p", {}, critic)
+    obs, _ = env.reset(seed=3)
+    argmax = policy.act(obs)
+    bind_policy(policy, env)
+    chosen = policy.act(obs)
+    expected = CandidateCritic(critic).choose(policy.logits(obs).numpy(), obs["action_mask"], NOISY, env.points,
+                                              env.estimated_state())
+    np.testing.assert_array_equal(chosen, expected)
+    np.testing.assert_array_equal(argmax, policy.logits(obs).argmax(-1).numpy())
+
+    folder = tmp_path / "policy"
+    folder.mkdir()
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(folder / "module.safetensors"))
+    meta = {"format": 1, "module": "gcn", "model_config": {"hidden": 8, "gcn_layers": 1}, "name": "p",
+            "observation_shapes": {k: list(s.shape) for k, s in env.observation_space.spaces.items()},
+            "action_nvec": [int(n) for n in env.action_space.nvec], "critic": critic.model_dump()}
+    (folder / "policy.json").write_text(json.dumps(meta))
+    assert load_rllib_policy(folder).critic.critic == critic
+    off = make_policy(PolicySpec("p", "rllib", path=str(folder), params={"critic": ACTOR_ONLY.model_dump()}), env)
+    bind_policy(off, env)
+    np.testing.assert_array_equal(off.act(obs), argmax)
+    (folder / "policy.json").write_text(json.dumps({**meta, "critic": {"samples": 0}}))
+    with pytest.raises(ValueError, match=r"policy.json: critic.samples: Input should be greater"):
+        load_rllib_policy(folder)
+
+
+def test_evaluation_runs_the_subjects_actor_alone_beside_it() -> None:
+    trained = [PolicySpec("grl-aecnn", "rllib", codecs=["aecnn"], path="x"),
+               PolicySpec("grl-deepjscc", "rllib", codecs=["deepjscc"], path="y")]
+    specs = {s.name: s for s in default_specs(PROFILE, NOISY, EvaluationConfig(), trained)}
+    actor = specs[actor_name("grl-aecnn")]
+    assert actor.path == "x" and actor.params["critic"] == ACTOR_ONLY.model_dump()
+    assert actor_name("grl-deepjscc") not in specs and "critic" not in specs["grl-aecnn"].params
