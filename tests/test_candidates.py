@@ -12,7 +12,7 @@ from grl_aecnn.evaluation.harness import actor_name, default_specs
 from grl_aecnn.evaluation.settings import EvaluationConfig
 from grl_aecnn.policies.base import bind_policy
 from grl_aecnn.policies.candidates import (CandidateCritic, critic_from_meta, expected_rewards, order_preserving,
-                                           realisations, sampled, to_local)
+                                           least_confident, realisations, sampled, to_local)
 from grl_aecnn.policies.registry import PolicySpec
 from grl_aecnn.policies.settings import ACTOR_ONLY, CriticConfig
 from grl_aecnn.profile import load_profile
@@ -75,7 +75,7 @@ def test_the_critic_maximises_the_sampled_expected_reward() -> None:
     env = MECEnv(NOISY, PROFILE, ["aecnn"], seed=1)
     obs, _ = env.reset(seed=1)
     logits = random_logits(env, obs, np.random.default_rng(1))
-    cr = CriticConfig(order_preserving=5, to_local=3, sampled=5, samples=16)
+    cr = CriticConfig(order_preserving=5, to_local=3, sampled=5, samples=16, polish=0)
     mask = obs["action_mask"]
     chosen = CandidateCritic(cr, seed=9).choose(logits, mask, NOISY, env.points, env.estimated_state())
     rng = np.random.default_rng(9)  # the critic's generator: its sampled candidates, then its draws
@@ -85,6 +85,27 @@ def test_the_critic_maximises_the_sampled_expected_reward() -> None:
     np.testing.assert_array_equal(chosen, cands[int(np.argmax(scores))])
     est = env.estimated_state()
     assert realisations(EXACT, est, 16, rng) is est and realisations(NOISY, est, 16, rng).task.shape[0] == 16
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_polish_only_raises_the_sampled_expected_reward(seed: int) -> None:
+    """Each polish round is one single-device change among the least confident devices' top actions,
+    kept only if it raises the mean reward over the same draws the candidates were scored on."""
+    env = MECEnv(NOISY, PROFILE, ["aecnn"], seed=seed)
+    obs, _ = env.reset(seed=seed)
+    logits, mask, est = random_logits(env, obs, np.random.default_rng(seed)), obs["action_mask"], env.estimated_state()
+    base = CriticConfig(order_preserving=4, to_local=2, sampled=4, samples=8, polish=0)
+    picks = [CandidateCritic(base.model_copy(update={"polish": rounds}), seed=seed).choose(logits, mask, NOISY, env.points, est)
+             for rounds in (0, 1, 3)]
+    rng = np.random.default_rng(seed)
+    sampled(logits, mask, 4, rng)  # the critic's generator: its sampled candidates first, then its draws
+    draws = sample_realisations(NOISY, est, 8, rng)
+    values = expected_rewards(NOISY, env.points, np.stack(picks)[:, :NOISY.num_devices], draws)
+    assert values[0] <= values[1] + 1e-9 <= values[2] + 2e-9
+    changed = np.flatnonzero(picks[1] != picks[0])
+    assert changed.size == 1 and values[1] > values[0]  # random logits leave room: one device changes
+    assert changed[0] in least_confident(logits, mask, base.polish_devices)
+    env.check_action(picks[2])
 
 
 def test_actor_only_is_the_argmax_and_meta_without_a_critic_means_actor_only() -> None:

@@ -29,7 +29,7 @@ class DROOConfig(Section):
 class CriticConfig(Section):
     """The GRL policies' model-based critic (`grl_aecnn.policies.candidates`): at every slot the
     actor's logits give candidate decisions and the one with the highest expected slot reward
-    under the known estimate-error model is played. ``order_preserving: 1, to_local: 0, sampled: 0``
+    under the known estimate-error model is played. ``order_preserving: 1, to_local: 0, sampled: 0, polish: 0``
     plays the actor's argmax alone."""
 
     order_preserving: int = Field(8, ge=1, le=4096, description="Order-preserving candidates (DROO's quantisation "
@@ -37,7 +37,7 @@ class CriticConfig(Section):
     to_local: int = Field(8, ge=0, le=4096, description="Cut-back candidates: the argmax with its 1, 2, ... least "
                                                       "convincing offloads run locally.")
     sampled: int = Field(8, ge=0, le=4096, description="Candidates drawn from the actor's per-device softmax.")
-    polish: int = Field(0, ge=0, le=4096, description="Rounds of the best single-device change (local, or one of "
+    polish: int = Field(2, ge=0, le=4096, description="Rounds of the best single-device change (local, or one of "
                                                    "its `polish_choices` best offloads) while the expected reward rises.")
     polish_choices: int = Field(2, ge=1, le=4096, description="Offloads per device a polish round tries.")
     polish_devices: int = Field(8, ge=1, le=4096, description="Devices a polish round may change: those whose two "
@@ -50,7 +50,7 @@ class CriticConfig(Section):
         return self.order_preserving > 1 or self.to_local > 0 or self.sampled > 0 or self.polish > 0
 
 
-ACTOR_ONLY = CriticConfig(order_preserving=1, to_local=0, sampled=0, samples=1)
+ACTOR_ONLY = CriticConfig(order_preserving=1, to_local=0, sampled=0, polish=0, samples=1)
 
 
 class PolicyConfig(Section):
