@@ -112,7 +112,9 @@ def write_report(path: Path, rows: list[dict[str, Any]], pngs: list[Path], calib
              "policy). Reward ratios: `/ oracle` to the oracle with perfect knowledge of the realised channel and "
              "capacity on every codec; `/ own oracle` to the oracle on the policy's own action set "
              "(`oracle:<codecs>`); `/ planner` to the oracle's solver run on the estimates; `/ robust` to the "
-             "robust planner (expected reward under the known estimate-error model).", ""]
+             "robust planner (expected reward under the known estimate-error model). The GRL policies play the "
+             "candidate their model-based critic rates best (`policy.critic`); "
+             f"`{subject}:actor` is {subject}'s actor alone (its argmax), what it would play without the critic.", ""]
     head = "| policy | " + " | ".join(LABELS[m] for m in LABELS) + " | " + \
         " | ".join(f"/ {name}" for name in REFERENCE_RATIOS.values()) + " |"
     lines += [head, "|" + " --- |" * (1 + len(LABELS) + len(REFERENCE_RATIOS))]
