@@ -8,6 +8,8 @@ write there as they do for a local run, and each finished stage is pushed back (
 write their checkpoints straight to the store (``RunConfig(storage_path=<URI>)``), so trials on
 any node can save and restore them. An S3-compatible store (MinIO, Ceph, moto) is named by
 the standard ``AWS_ENDPOINT_URL``; credentials come from the usual AWS variables or files.
+Single files move with `upload_file` / `download_file` (the codec sweep's split-tensor shards:
+published before the trials, `mark_pushed` so that `push_stage` does not copy them twice).
 For a local run every function here is a no-op or returns the local path.
 """
 
@@ -131,7 +133,7 @@ def push_stage(cfg: "ExperimentConfig", stage: str) -> None:
     if remote(cfg, folder) is None:
         return
     for item in sorted(folder.iterdir()):
-        if item.name != MARKER:
+        if item.name != MARKER and item.resolve() not in _PUSHED:
             push(cfg, item)
     push(cfg, folder / MARKER)
 
@@ -169,3 +171,31 @@ def read_text(uri: str) -> str | None:
             return handle.read().decode()
     except FileNotFoundError:
         return None
+
+
+def download_file(uri: str, local: Path, block: int = 8 * 2**20) -> None:
+    """Copy one file of the store to ``local``, a block at a time (FileNotFoundError when missing)."""
+    import pyarrow.fs as pafs
+
+    fs, path = _filesystem(uri)
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        raise FileNotFoundError(uri)
+    local.parent.mkdir(parents=True, exist_ok=True)
+    with fs.open_input_stream(path) as source, open(local, "wb") as target:
+        shutil.copyfileobj(source, target, block)
+
+
+def upload_file(local: Path, uri: str) -> None:
+    """Copy one local file to ``uri`` on the store."""
+    import pyarrow.fs as pafs
+
+    fs, path = _filesystem(uri)
+    pafs.copy_files(str(local), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+
+
+_PUSHED: set[Path] = set()
+
+
+def mark_pushed(local: Path) -> None:
+    """A folder of the run that is on the store already (published early): `push_stage` skips it."""
+    _PUSHED.add(Path(local).resolve())

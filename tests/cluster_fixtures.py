@@ -188,6 +188,15 @@ def _node_ids(head: RayHead) -> set[str]:
     return set()
 
 
+def alive_actors(head: RayHead) -> list[dict[str, Any]]:
+    """The alive actors (``class_name``, ``node_id``, ...), from the head's state API."""
+    import json
+
+    with urllib.request.urlopen(f"{head.dashboard_url}/api/v0/actors?limit=10000", timeout=30) as resp:  # noqa: S310
+        rows = json.loads(resp.read())["data"]["result"]["result"]
+    return [row for row in rows if row["state"] == "ALIVE"]
+
+
 @contextlib.contextmanager
 def ray_worker(head: RayHead, num_cpus: int, env: dict[str, str] | None = None,
                timeout_s: float = 120.0) -> Iterator[RayWorker]:

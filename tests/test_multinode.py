@@ -1,9 +1,11 @@
 """The pipeline on a multi-node Ray cluster whose only shared storage is an S3 bucket, on loopback:
 a head without CPUs for tasks, worker nodes with their own raylet and object store, moto's S3
 server, and an `mlflow server` keeping its artifacts in the bucket. One test, because every step
-needs the same (slow to start) cluster: a worker node dies during the codec sweep, a replacement
-joins, PPO spreads its env runners over the nodes left, the driver dies during PPO and `resume`
-continues from the bucket."""
+needs the same (slow to start) cluster: three worker nodes (the third joins while the backbone
+trains, so no step waits for a node to start); a node dies during the codec sweep and Tune
+continues its trial on the idle one; the driver dies during PPO and `resume` continues from the
+bucket; during the resumed PPO, with env runners on both nodes left, the node holding only an env
+runner dies and RLlib trains on with the other runner until the same job finishes."""
 
 from __future__ import annotations
 
@@ -17,18 +19,24 @@ from typing import Any, Callable
 import pytest
 
 pytest.register_assert_rewrite("cluster_fixtures")
-from cluster_fixtures import S3Store, mlflow_server, ray_head, ray_worker, server_env  # noqa: E402
+from cluster_fixtures import S3Store, alive_actors, mlflow_server, ray_head, ray_worker, server_env  # noqa: E402
 from grl_aecnn.cluster import jobs
 from grl_aecnn.codecs.sweep import FINISHED, PROGRESS_FILE
+from grl_aecnn.rl.train import PROGRESS_FILE as PPO_PROGRESS
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 pytest_plugins = ["cluster_fixtures"]
 RUN = "runs/multinode"
 # Two AECNN points (a 2-CPU worker node holds one trial), one PPO policy whose trial and two env
-# runners (3 CPUs) do not fit on one node.
+# runners (3 CPUs) do not fit on one node. PPO checkpoints every iteration; 6 leave the resumed job
+# at least two iterations after the node loss.
+ITERATIONS = 6
 OVERRIDES = ["name=multinode", "tracking.experiment=multinode", "codecs.train=[aecnn]", "codecs.cpus_per_trial=2",
-             "policy.ppo.num_env_runners=2", "policy.ppo.num_envs_per_env_runner=1", "policy.ppo.iterations=4"]
+             "policy.ppo.num_env_runners=2", "policy.ppo.num_envs_per_env_runner=1",
+             f"policy.ppo.iterations={ITERATIONS}"]
 MULTI_NODE = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}  # Ray's switch for more than one node on a machine
+# The head declares a killed node dead after 5 refused health checks 1 s apart (Ray's default: 3 s apart).
+FAST_NODE_DEATH = {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "5"}
 
 
 def _wait_for(what: str, found: Callable[[], bool], client: Any, job_id: str, timeout_s: float = 600) -> None:
@@ -41,24 +49,40 @@ def _wait_for(what: str, found: Callable[[], bool], client: Any, job_id: str, ti
         time.sleep(0.5)
 
 
-def _in_training(store: S3Store, node: str) -> Callable[[], bool]:
-    """Whether a codec trial on ``node`` has checkpointed a step in the bucket but not finished."""
+def _in_training(store: S3Store, nodes: list[str], found_on: list[str]) -> Callable[[], bool]:
+    """Whether a codec trial on one of ``nodes`` has checkpointed a step in the bucket but not
+    finished (that node is appended to ``found_on``)."""
     def found() -> bool:
         for key in store.keys("multinode", f"{RUN}/codecs/tune/"):
             if key.endswith(f"/{PROGRESS_FILE}"):
                 progress = json.loads(store.read("multinode", key))
-                if progress["nodes"] == [node] and progress["steps_done"] < FINISHED:
+                if len(progress["nodes"]) == 1 and progress["nodes"][0] in nodes and progress["steps_done"] < FINISHED:
+                    found_on.append(progress["nodes"][0])
                     return True
         return False
     return found
 
 
-def _ppo_checkpoint(store: S3Store) -> Callable[[], bool]:
-    """Whether PPO has checkpointed to the bucket (and the policies stage is not finished)."""
+def _ppo_iteration(store: S3Store) -> int:
+    """The newest PPO checkpoint's iteration in the bucket's Tune folder (0 when there is none)."""
+    done = [json.loads(store.read("multinode", key))["iteration"]
+            for key in store.keys("multinode", f"{RUN}/policies/tune/") if key.endswith(f"/{PPO_PROGRESS}")]
+    return max(done, default=0)
+
+
+def _ppo_checkpoint(store: S3Store, after: int = 0) -> Callable[[], bool]:
+    """Whether PPO has checkpointed an iteration past ``after`` to the bucket (the stage not finished)."""
     def found() -> bool:
-        keys = store.keys("multinode", f"{RUN}/policies/")
-        return any("/checkpoint_" in key for key in keys) and f"{RUN}/policies/stage.json" not in keys
+        return _ppo_iteration(store) > after and not store.keys("multinode", f"{RUN}/policies/stage.json")
     return found
+
+
+def _ppo_layout(actors: list[dict]) -> dict[str, list[str]]:
+    """Class names of the alive actors on each node."""
+    layout: dict[str, list[str]] = {}
+    for actor in actors:
+        layout.setdefault(actor["node_id"], []).append(actor["class_name"])
+    return layout
 
 
 def test_pipeline_on_worker_nodes_with_a_bucket_survives_node_and_driver_loss(s3_store: S3Store,
@@ -72,7 +96,7 @@ def test_pipeline_on_worker_nodes_with_a_bucket_survives_node_and_driver_loss(s3
         return {**s3_store.env, **MULTI_NODE, "GRL_AECNN_SCRATCH": str(tmp_path / f"scratch-{name}")}
 
     with mlflow_server(tmp_path / "mlflow", artifacts="s3://mlflow/artifacts", env=s3_store.env) as mlflow_url, \
-            ray_head(num_cpus=0, env=node("head")) as head, \
+            ray_head(num_cpus=0, env={**node("head"), **FAST_NODE_DEATH}) as head, \
             ray_worker(head, 2, node("a")) as a, ray_worker(head, 2, node("b")) as b:
         env = server_env(**s3_store.env, RAY_ADDRESS=head.dashboard_url, MLFLOW_TRACKING_URI=mlflow_url)
 
@@ -85,21 +109,40 @@ def test_pipeline_on_worker_nodes_with_a_bucket_survives_node_and_driver_loss(s3
         assert res.returncode == 0, res.stderr
         job_id = res.stdout.splitlines()[0]
         client = jobs.connect(head.dashboard_url)
+        # a third node joins while the backbone trains: the codec trial lost later never waits for one
+        with ray_worker(head, 2, node("c")) as c:
+            workers = {w.node_id: w for w in (a, b, c)}
+            lost_codec: list[str] = []
+            _wait_for("a codec trial training", _in_training(s3_store, list(workers), lost_codec), client, job_id)
+            workers[lost_codec[0]].kill_raylet()  # lost mid-trial: Tune retries that trial from its checkpoint
 
-        _wait_for("a codec trial training on the first node", _in_training(s3_store, a.node_id), client, job_id)
-        a.kill_raylet()  # the node is lost mid-trial: Tune retries that trial from its checkpoint
-        with ray_worker(head, 2, node("c")) as c:  # a replacement joins: PPO needs 3 CPUs
             # the driver is lost during PPO; `resume` continues from the bucket, in a fresh scratch folder
             _wait_for("a PPO checkpoint", _ppo_checkpoint(s3_store), client, job_id)
             client.stop_job(job_id)
             assert str(jobs.wait(client, job_id, timeout_s=120)) == "STOPPED"
-            res = submit("--follow", "--env", f"GRL_AECNN_SCRATCH={tmp_path / 'scratch-resume'}", "--",
-                         "resume", f"{bucket}/{RUN}")
-            assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+            stopped_at = _ppo_iteration(s3_store)
+            res = submit("--env", f"GRL_AECNN_SCRATCH={tmp_path / 'scratch-resume'}", "--", "resume", f"{bucket}/{RUN}")
+            assert res.returncode == 0, res.stderr
+            resumed = res.stdout.splitlines()[0]
+
+            # the resumed PPO checkpointed with its env runners on both nodes: the node holding only an
+            # env runner is lost; RLlib takes that runner out of service and trains on with the other
+            _wait_for("a PPO checkpoint of the resumed job", _ppo_checkpoint(s3_store, stopped_at), client, resumed)
+            layout = _ppo_layout([actor for actor in alive_actors(head) if actor["node_id"] in workers])
+            runners_only = [n for n, names in layout.items() if all("EnvRunner" in name for name in names)]
+            assert len([n for n, names in layout.items() if any("EnvRunner" in name for name in names)]) == 2 \
+                and len(runners_only) == 1, layout
+            killed_at = _ppo_iteration(s3_store)
+            lost_ppo = runners_only[0]
+            workers[lost_ppo].kill_raylet()
+            assert ITERATIONS - killed_at >= 2, killed_at  # at least one whole iteration without that node
+            status = jobs.wait(client, resumed, timeout_s=600)
+            logs = client.get_job_logs(resumed)
+            assert str(status) == "SUCCEEDED", logs[-4000:]
         tracking = MlflowClient(mlflow_url)
         runs = tracking.search_runs([tracking.get_experiment_by_name("multinode").experiment_id], max_results=1000)
     for stage in ("backbone", "codecs"):
-        assert f"[{stage}] reusing finished stage" in res.stdout
+        assert f"[{stage}] reusing finished stage" in logs
 
     def summary(stage: str) -> dict:
         return json.loads(s3_store.read("multinode", f"{RUN}/{stage}/stage.json"))["summary"]
@@ -110,9 +153,14 @@ def test_pipeline_on_worker_nodes_with_a_bucket_survives_node_and_driver_loss(s3
         assert f"{RUN}/{name}" in keys, name
     # the lost point continued on another node; the other one trained once, on its own node
     trial_nodes = sorted(summary("codecs")["trial_nodes"].values(), key=len)
-    assert trial_nodes[0] == [b.node_id] and a.node_id in trial_nodes[1] and len(trial_nodes[1]) == 2, trial_nodes
-    runner_nodes = set(summary("policies")["training"]["grl-aecnn"]["env_runner_nodes"])
-    assert runner_nodes == {b.node_id, c.node_id}
+    assert len(trial_nodes[0]) == 1 and trial_nodes[0][0] != lost_codec[0], trial_nodes
+    assert lost_codec[0] in trial_nodes[1] and len(trial_nodes[1]) == 2, trial_nodes
+    # PPO ran every iteration, the last ones after the node loss; its env runners ran on both nodes,
+    # the lost one included
+    ppo = summary("policies")["training"]["grl-aecnn"]
+    assert ppo["iterations"] == ITERATIONS
+    assert set(ppo["env_runner_nodes"]) == set(layout) == set(workers) - {lost_codec[0]}, (ppo, layout)
+    assert lost_ppo in ppo["env_runner_nodes"]
 
     assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
     codec_runs = sorted(r.info.run_name for r in runs if (r.info.run_name or "").startswith("codec/"))

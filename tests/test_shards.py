@@ -1,15 +1,23 @@
 """Split tensors as shards: what is written is what is read, in memory or per batch, and codec
-training gives the same codec on either."""
+training gives the same codec on either; a reader on a node without the driver's folder reads
+the same rows from the run's object store (moto's S3 server)."""
 
 from __future__ import annotations
 
+import pickle
+import shutil
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
 import torch
 
-from data_pipelines.shards import ShardWriter, SplitArray, chunk_rows, sample_rows
+pytest.register_assert_rewrite("cluster_fixtures")
+from cluster_fixtures import S3Store  # noqa: E402
+from data_pipelines.shards import ShardError, ShardWriter, SplitArray, chunk_rows, publish, sample_rows  # noqa: E402
+
+pytest_plugins = ["cluster_fixtures"]
 
 
 def _write(folder: Path, data: np.ndarray, rows_per_shard: int) -> SplitArray:
@@ -73,3 +81,101 @@ def test_codec_training_is_the_same_on_shards_as_on_a_tensor(tmp_path: Path) -> 
         results.append(([p.detach().clone() for p in codec.parameters()], accuracy(codec, tail, source, y)))
     assert all(torch.equal(a, b) for a, b in zip(results[0][0], results[1][0]))
     assert results[0][1] == results[1][1]
+
+
+# -- shards on an object store (moto's S3 server) --------------------------------------------
+
+@pytest.fixture()
+def on_store(s3_store: S3Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Store]:
+    """This process pointed at the session's S3 server, with the driver's scratch folder."""
+    from grl_aecnn import storage
+
+    for key, value in {**s3_store.env, "GRL_AECNN_SCRATCH": str(tmp_path / "driver-scratch")}.items():
+        monkeypatch.setenv(key, value)
+    storage._filesystem.cache_clear()
+    yield s3_store
+    storage._filesystem.cache_clear()
+
+
+def _published(store: S3Store, bucket: str, folder: Path, data: np.ndarray) -> tuple[SplitArray, str]:
+    uri = store.create_bucket(bucket) + "/runs/r/codecs/split_tensors/train"
+    _write(folder, data, 5)
+    publish(folder, uri)
+    return SplitArray.open(folder, in_memory_bytes=0).with_uri(uri), uri
+
+
+def test_a_reader_without_the_folder_fetches_the_shards_it_reads_from_the_store(
+        on_store: S3Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from grl_aecnn import storage
+
+    data = np.random.default_rng(1).normal(size=(23, 3, 4, 4)).astype(np.float32)
+    array, uri = _published(on_store, "shards-read", tmp_path / "driver" / "train", data)
+    assert on_store.keys("shards-read") == [f"runs/r/codecs/split_tensors/train/{n}"
+                                            for n in ("00000.npy", "00001.npy", "00002.npy", "00003.npy",
+                                                      "00004.npy", "index.json")]
+    idx = torch.tensor([22, 0, 7, 5, 5, 14])  # shards 4, 0, 1, 1, 2: never shard 3
+    assert np.array_equal(array[idx].numpy(), data[idx.numpy()])
+    assert not (tmp_path / "driver-scratch").exists()  # the node with the folder reads it in place
+    sent = pickle.dumps(array)  # as Tune hands it to a trial
+
+    shutil.rmtree(tmp_path / "driver")  # another node: no driver folder, a fresh scratch folder
+    monkeypatch.setenv("GRL_AECNN_SCRATCH", str(tmp_path / "node-scratch"))
+    reader = pickle.loads(sent)
+    assert np.array_equal(reader[idx].numpy(), data[idx.numpy()])
+    cache = storage.mirror_root(uri) / array.set_id
+    assert cache.is_relative_to(tmp_path / "node-scratch")
+    assert sorted(p.name for p in cache.iterdir()) == ["00000.npy", "00001.npy", "00002.npy", "00004.npy"]
+    assert np.array_equal(torch.cat(list(reader.split(4))).numpy(), data)
+    whole = SplitArray.open(uri)  # small: read whole, straight from the URI
+    assert whole.data is not None and np.array_equal(whole[:].numpy(), data)
+
+    # a new set written to the same place is told from the cached one
+    _write(tmp_path / "driver" / "train", data + 1, 5)
+    publish(tmp_path / "driver" / "train", uri)
+    shutil.rmtree(tmp_path / "driver")
+    newer = SplitArray.open(uri, in_memory_bytes=0)
+    assert newer.set_id != array.set_id and np.array_equal(newer[idx].numpy(), data[idx.numpy()] + 1)
+    assert not cache.exists()
+
+
+@pytest.mark.parametrize("damage", ["missing", "garbage", "truncated", "other rows"])
+def test_a_missing_or_corrupt_shard_on_the_store_is_one_line_naming_it(
+        damage: str, on_store: S3Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from grl_aecnn.codecs.sweep import shard_error
+
+    data = np.ones((23, 3, 4, 4), np.float32)
+    bucket = f"shards-{damage.replace(' ', '-')}"
+    array, uri = _published(on_store, bucket, tmp_path / "driver" / "train", data)
+    key = "runs/r/codecs/split_tensors/train/00001.npy"
+    client = on_store.client()
+    if damage == "missing":
+        client.delete_object(Bucket=bucket, Key=key)
+    else:
+        good = (tmp_path / "driver" / "train" / "00001.npy").read_bytes()
+        body = {"garbage": b"not a shard", "truncated": good[:len(good) // 2],
+                "other rows": (tmp_path / "driver" / "train" / "00004.npy").read_bytes()}[damage]
+        client.put_object(Bucket=bucket, Key=key, Body=body)
+    shutil.rmtree(tmp_path / "driver")
+    monkeypatch.setenv("GRL_AECNN_SCRATCH", str(tmp_path / "node-scratch"))
+    reader = pickle.loads(pickle.dumps(array))
+    assert np.array_equal(reader[[0, 1]].numpy(), data[:2])  # shard 0 is fine
+    with pytest.raises(ShardError) as caught:
+        reader[[7]]
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1 and f"{uri}/00001.npy" in message, message
+    assert ("missing" in message) == (damage == "missing")
+    with pytest.raises(ShardError):  # a corrupt copy is not kept: the next read asks the store again
+        reader[[7]]
+
+    # a trial's error as Ray and Tune hand it back still comes out as that one line
+    from ray.exceptions import RayTaskError
+
+    wrapped = RayTaskError("_trial", "Traceback (most recent call last):\n  ...", caught.value).as_instanceof_cause()
+    assert str(shard_error(wrapped)) == message
+    assert shard_error(RuntimeError("other")) is None and shard_error(None) is None
+
+
+def test_a_set_missing_from_the_store_is_named(on_store: S3Store) -> None:
+    uri = on_store.create_bucket("shards-none") + "/runs/r/codecs/split_tensors/train"
+    with pytest.raises(ShardError, match=f"^split tensors {uri}/index.json is missing from the store$"):
+        SplitArray.open(uri)

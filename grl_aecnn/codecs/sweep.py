@@ -3,8 +3,9 @@ measurement on the test split, then the codec profile (SPEC 3.1) and the rate-ac
 
 Cost control (the quick preset has a few minutes on 2 cores): the frozen head runs once and
 its split tensors are written to shards in the stage folder that every trial reads per batch
-(small sets are held whole: `data_pipelines.shards`); the channel ranking is trained once
-and shared by every AECNN point; trials train on a subset; one Ray Data pass measures all
+(small sets are held whole: `data_pipelines.shards`; a run on a store publishes the shards there
+first, and a trial on a node without the folder fetches the shards it reads); the channel
+ranking is trained once and shared by every AECNN point; trials train on a subset; one Ray Data pass measures all
 points. Resume: split tensors, ranking and trial checkpoints (safetensors and JSON, never
 pickles) live in the stage folder. Every trial checkpoints after each training step and at the
 end; a resumed sweep starts a new Tune experiment (Tune's own state is pickles and is never
@@ -127,7 +128,7 @@ def prepare_inputs(cfg: ExperimentConfig, model: torch.nn.Module, meta: dict[str
                    stage: Path) -> SweepInputs:
     """Split tensors of the train/val/test subsets (as shards) and the channel ranking, cached in
     the stage folder."""
-    from data_pipelines.shards import INDEX_FILE, SplitArray
+    from data_pipelines.shards import INDEX_FILE, SplitArray, publish
     from data_pipelines.split_tensors import extract_split_tensors, png_sizes
 
     c = cfg.codecs
@@ -148,6 +149,12 @@ def prepare_inputs(cfg: ExperimentConfig, model: torch.nn.Module, meta: dict[str
         if needs_teacher(c):  # the clean tail's logits: every trial distils them, so computed once here
             tensors["train_teacher"] = teacher_logits(tail, tensors["train_z"])
         save_file({k: v for k, v in tensors.items() if isinstance(v, torch.Tensor)}, str(cache))
+    if storage.remote(cfg, stage) is not None:  # trials on nodes without this folder read the store's copy
+        for n in names:
+            uri = storage.remote(cfg, stage / SHARDS / n)
+            publish(stage / SHARDS / n, uri)
+            tensors[f"{n}_z"] = tensors[f"{n}_z"].with_uri(uri)
+        storage.mark_pushed(stage / SHARDS)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     inputs = SweepInputs(meta.get("arch", "resnet18"), int(meta.get("num_classes", splits.num_classes)),
                          meta.get("dataset", splits.name), cfg.data.input_size, c.split, state, tensors, None)
@@ -323,6 +330,23 @@ def newest_checkpoints(stage: Path, ids: list[str]) -> dict[str, dict[str, Any]]
     return {point: found for point, (found, _) in best.items()}
 
 
+def shard_error(err: BaseException | None) -> Exception | None:
+    """The `ShardError` behind a trial's error (Ray and Tune wrap it), as a fresh one-line error."""
+    from data_pipelines.shards import ShardError
+
+    for _ in range(16):
+        if err is None:
+            return None
+        cause = getattr(err, "cause", None)
+        if isinstance(cause, BaseException) and cause is not err:
+            err = cause
+        elif isinstance(err, ShardError):
+            return ShardError(" ".join(str(err.args[0] if err.args else err).split()))
+        else:
+            err = err.__cause__ or err.__context__
+    return None
+
+
 def run_trials(cfg: ExperimentConfig, inputs: SweepInputs, specs: list[dict[str, Any]], stage: Path,
                resume: bool) -> tuple[dict[str, bytes], dict[str, list[str]]]:
     """Train the points that are not finished (continuing each from its newest checkpoint);
@@ -365,6 +389,10 @@ def run_trials(cfg: ExperimentConfig, inputs: SweepInputs, specs: list[dict[str,
                 if found and found["steps_done"] == FINISHED:
                     blobs[trial_id(result.config["point"])] = found["weights"]
                     nodes[trial_id(result.config["point"])] = found.get("nodes", [])
+        for result in grid:
+            bad = shard_error(result.error)
+            if bad is not None:  # a missing or corrupt shard: one line naming it, not a trial's traceback
+                raise bad
         errors = "; ".join(f"{trial_id(r.config['point'])}: {r.error}" for r in grid if r.error is not None)
     missing = [trial_id(s) for s in specs if trial_id(s) not in blobs]
     if missing:
@@ -387,7 +415,13 @@ def measure_points(cfg: ExperimentConfig, inputs: SweepInputs, blobs: list[bytes
                         "state": inputs.state})
     ds = split_tensor_dataset(t["test_z"], t["test_y"].numpy(), blocks=4 * c.measure_workers)
     kwargs = {"backbone": backbone, "codecs": ray.put(blobs), "eval_snr_db": _eval_snrs(c), "seed": cfg.seed}
-    return measure_dataset(ds, CodecMeasurer, kwargs, c.measure_workers, c.measure_batch_size)
+    try:
+        return measure_dataset(ds, CodecMeasurer, kwargs, c.measure_workers, c.measure_batch_size)
+    except Exception as err:  # a Ray Data task's missing or corrupt shard: the one line naming it
+        bad = shard_error(err)
+        if bad is None:
+            raise
+        raise bad from None
 
 
 def _eval_snrs(c: CodecsConfig) -> list[float]:
