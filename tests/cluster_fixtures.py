@@ -289,3 +289,15 @@ def s3_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Store]:
     """One S3-compatible server for the session (tests use their own buckets)."""
     with s3_server(tmp_path_factory.mktemp("s3-server")) as store:
         yield store
+
+
+@pytest.fixture()
+def s3_env(s3_store: S3Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Store]:
+    """This process pointed at the session's S3 server, with its own scratch folder."""
+    from grl_aecnn import storage
+
+    for key, value in {**s3_store.env, "GRL_AECNN_SCRATCH": str(tmp_path / "scratch")}.items():
+        monkeypatch.setenv(key, value)
+    storage._filesystem.cache_clear()
+    yield s3_store
+    storage._filesystem.cache_clear()

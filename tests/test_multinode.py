@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -49,25 +49,33 @@ def _wait_for(what: str, found: Callable[[], bool], client: Any, job_id: str, ti
         time.sleep(0.5)
 
 
+def _records(store: S3Store, prefix: str, name: str) -> Iterator[dict[str, Any]]:
+    """The JSON files called ``name`` under ``prefix`` in the bucket, skipping any that Tune deleted
+    (an older checkpoint past ``num_to_keep``) between the listing and the read."""
+    missing = store.client().exceptions.NoSuchKey
+    for key in store.keys("multinode", prefix):
+        if key.endswith(f"/{name}"):
+            try:
+                yield json.loads(store.read("multinode", key))
+            except missing:
+                continue
+
+
 def _in_training(store: S3Store, nodes: list[str], found_on: list[str]) -> Callable[[], bool]:
     """Whether a codec trial on one of ``nodes`` has checkpointed a step in the bucket but not
     finished (that node is appended to ``found_on``)."""
     def found() -> bool:
-        for key in store.keys("multinode", f"{RUN}/codecs/tune/"):
-            if key.endswith(f"/{PROGRESS_FILE}"):
-                progress = json.loads(store.read("multinode", key))
-                if len(progress["nodes"]) == 1 and progress["nodes"][0] in nodes and progress["steps_done"] < FINISHED:
-                    found_on.append(progress["nodes"][0])
-                    return True
+        for progress in _records(store, f"{RUN}/codecs/tune/", PROGRESS_FILE):
+            if len(progress["nodes"]) == 1 and progress["nodes"][0] in nodes and progress["steps_done"] < FINISHED:
+                found_on.append(progress["nodes"][0])
+                return True
         return False
     return found
 
 
 def _ppo_iteration(store: S3Store) -> int:
     """The newest PPO checkpoint's iteration in the bucket's Tune folder (0 when there is none)."""
-    done = [json.loads(store.read("multinode", key))["iteration"]
-            for key in store.keys("multinode", f"{RUN}/policies/tune/") if key.endswith(f"/{PPO_PROGRESS}")]
-    return max(done, default=0)
+    return max((p["iteration"] for p in _records(store, f"{RUN}/policies/tune/", PPO_PROGRESS)), default=0)
 
 
 def _ppo_checkpoint(store: S3Store, after: int = 0) -> Callable[[], bool]:

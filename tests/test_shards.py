@@ -7,7 +7,6 @@ from __future__ import annotations
 import pickle
 import shutil
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -85,18 +84,6 @@ def test_codec_training_is_the_same_on_shards_as_on_a_tensor(tmp_path: Path) -> 
 
 # -- shards on an object store (moto's S3 server) --------------------------------------------
 
-@pytest.fixture()
-def on_store(s3_store: S3Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Store]:
-    """This process pointed at the session's S3 server, with the driver's scratch folder."""
-    from grl_aecnn import storage
-
-    for key, value in {**s3_store.env, "GRL_AECNN_SCRATCH": str(tmp_path / "driver-scratch")}.items():
-        monkeypatch.setenv(key, value)
-    storage._filesystem.cache_clear()
-    yield s3_store
-    storage._filesystem.cache_clear()
-
-
 def _published(store: S3Store, bucket: str, folder: Path, data: np.ndarray) -> tuple[SplitArray, str]:
     uri = store.create_bucket(bucket) + "/runs/r/codecs/split_tensors/train"
     _write(folder, data, 5)
@@ -105,17 +92,17 @@ def _published(store: S3Store, bucket: str, folder: Path, data: np.ndarray) -> t
 
 
 def test_a_reader_without_the_folder_fetches_the_shards_it_reads_from_the_store(
-        on_store: S3Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        s3_env: S3Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from grl_aecnn import storage
 
     data = np.random.default_rng(1).normal(size=(23, 3, 4, 4)).astype(np.float32)
-    array, uri = _published(on_store, "shards-read", tmp_path / "driver" / "train", data)
-    assert on_store.keys("shards-read") == [f"runs/r/codecs/split_tensors/train/{n}"
+    array, uri = _published(s3_env, "shards-read", tmp_path / "driver" / "train", data)
+    assert s3_env.keys("shards-read") == [f"runs/r/codecs/split_tensors/train/{n}"
                                             for n in ("00000.npy", "00001.npy", "00002.npy", "00003.npy",
                                                       "00004.npy", "index.json")]
     idx = torch.tensor([22, 0, 7, 5, 5, 14])  # shards 4, 0, 1, 1, 2: never shard 3
     assert np.array_equal(array[idx].numpy(), data[idx.numpy()])
-    assert not (tmp_path / "driver-scratch").exists()  # the node with the folder reads it in place
+    assert not (tmp_path / "scratch").exists()  # the node with the folder reads it in place
     sent = pickle.dumps(array)  # as Tune hands it to a trial
 
     shutil.rmtree(tmp_path / "driver")  # another node: no driver folder, a fresh scratch folder
@@ -140,14 +127,14 @@ def test_a_reader_without_the_folder_fetches_the_shards_it_reads_from_the_store(
 
 @pytest.mark.parametrize("damage", ["missing", "garbage", "truncated", "other rows"])
 def test_a_missing_or_corrupt_shard_on_the_store_is_one_line_naming_it(
-        damage: str, on_store: S3Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        damage: str, s3_env: S3Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from grl_aecnn.codecs.sweep import shard_error
 
     data = np.ones((23, 3, 4, 4), np.float32)
     bucket = f"shards-{damage.replace(' ', '-')}"
-    array, uri = _published(on_store, bucket, tmp_path / "driver" / "train", data)
+    array, uri = _published(s3_env, bucket, tmp_path / "driver" / "train", data)
     key = "runs/r/codecs/split_tensors/train/00001.npy"
-    client = on_store.client()
+    client = s3_env.client()
     if damage == "missing":
         client.delete_object(Bucket=bucket, Key=key)
     else:
@@ -175,7 +162,7 @@ def test_a_missing_or_corrupt_shard_on_the_store_is_one_line_naming_it(
     assert shard_error(RuntimeError("other")) is None and shard_error(None) is None
 
 
-def test_a_set_missing_from_the_store_is_named(on_store: S3Store) -> None:
-    uri = on_store.create_bucket("shards-none") + "/runs/r/codecs/split_tensors/train"
+def test_a_set_missing_from_the_store_is_named(s3_env: S3Store) -> None:
+    uri = s3_env.create_bucket("shards-none") + "/runs/r/codecs/split_tensors/train"
     with pytest.raises(ShardError, match=f"^split tensors {uri}/index.json is missing from the store$"):
         SplitArray.open(uri)

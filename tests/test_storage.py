@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -18,16 +17,6 @@ from grl_aecnn.cli import EXIT_CONFIG, EXIT_UNAVAILABLE
 from grl_aecnn.config import load_config
 
 pytest_plugins = ["cluster_fixtures"]
-
-
-@pytest.fixture()
-def s3_env(s3_store: S3Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Store]:
-    """This process pointed at the session's S3 server, with its own scratch folder."""
-    for key, value in {**s3_store.env, "GRL_AECNN_SCRATCH": str(tmp_path / "scratch")}.items():
-        monkeypatch.setenv(key, value)
-    storage._filesystem.cache_clear()
-    yield s3_store
-    storage._filesystem.cache_clear()
 
 
 def _cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
