@@ -44,6 +44,10 @@ class GeneratedImages(ImageSplit):
         return torch.from_numpy(rng.integers(0, 256, (3, SIDE, SIDE), dtype=np.uint8))
 
 
+def _is_trial(title: str) -> bool:
+    return "ImplicitFunc" in title or "_trial" in title
+
+
 def _peak_hwm(pids: dict[int, tuple[str, int]], stop: threading.Event) -> None:
     """Peak RSS (VmHWM) of every process below this one, by process title, until `stop`."""
     import psutil
@@ -57,7 +61,9 @@ def _peak_hwm(pids: dict[int, tuple[str, int]], stop: threading.Event) -> None:
             except (psutil.Error, OSError):
                 continue
             hwm = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")), 0)
-            pids[proc.pid] = (title, max(hwm, pids.get(proc.pid, ("", 0))[1]))
+            seen, peak = pids.get(proc.pid, ("", 0))
+            # A Ray worker's title changes as it is reused (IDLE after the trial): keep the trial's.
+            pids[proc.pid] = (seen if _is_trial(seen) else title, max(hwm, peak))
         stop.wait(0.2)
 
 
@@ -90,7 +96,7 @@ def one_size(n: int, workdir: Path) -> dict[str, float]:
     seconds = time.perf_counter() - start
     stop.set()
     watcher.join()
-    is_trial = {pid: "ImplicitFunc" in title or "_trial" in title for pid, (title, _) in pids.items()}
+    is_trial = {pid: _is_trial(title) for pid, (title, _) in pids.items()}
     trial = [kb for pid, (_, kb) in pids.items() if is_trial[pid]]
     other = [kb for pid, (title, kb) in pids.items() if title.startswith("ray::") and not is_trial[pid]]
     return {"n": n, "seconds": seconds, "driver_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
