@@ -22,7 +22,7 @@ import numpy as np
 import yaml
 
 from grl_aecnn.config import load_config
-from grl_aecnn.evaluation.harness import ROBUST, _changed, load_sweep, run_policy
+from grl_aecnn.evaluation.harness import ROBUST, load_sweep, run_policy, scenario_with
 from grl_aecnn.policies.registry import PolicySpec, read_index
 from grl_aecnn.policies.settings import ACTOR_ONLY, CriticConfig
 from grl_aecnn.profile import load_profile
@@ -41,10 +41,10 @@ def scenario_rows(cfg, rows: list[str]) -> list[tuple[str, object]]:
         if row == "default":
             out.append((row, base))
         elif row in combos:
-            out.append((row, _changed(base, combos[row])))
+            out.append((row, scenario_with(base, combos[row])))
         else:
             key, value = row.split("=", 1)
-            out.append((row, _changed(base, {key: yaml.safe_load(value)})))
+            out.append((row, scenario_with(base, {key: yaml.safe_load(value)})))
     return out
 
 
@@ -53,9 +53,10 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=Path("outputs/quick"), help="run folder (local)")
     parser.add_argument("--policy", default="grl-aecnn")
     parser.add_argument("--rows", nargs="+", default=list(DEFAULT_ROWS))
-    parser.add_argument("--critic", action="append", default=[], metavar="OP,LOCAL,SAMPLED,DRAWS[,POLISH[,POLISH_DEVICES]]",
-                        help="a critic setting: order-preserving, cut-back and sampled candidates, draws "
-                             "(default: the run's policy.critic)")
+    parser.add_argument("--critic", action="append", default=[],
+                        metavar="OP,LOCAL,SAMPLED,DRAWS[,POLISH[,POLISH_DEVICES]]",
+                        help="a critic setting: order-preserving, cut-back and sampled candidates, draws, polish "
+                             "rounds and the devices a round may change (default: the run's policy.critic)")
     parser.add_argument("--episodes", type=int, default=4)
     parser.add_argument("--slots", type=int, default=20)
     parser.add_argument("--robust-samples", type=int, default=None)
@@ -68,7 +69,8 @@ def main() -> None:
     keys = ("order_preserving", "to_local", "sampled", "samples", "polish", "polish_devices")
     critics = [ACTOR_ONLY] + ([CriticConfig(**dict(zip(keys, map(int, c.split(","))))) for c in args.critic]
                               or [cfg.policy.critic])
-    labels = ["actor alone"] + [f"critic {c.order_preserving}+{c.to_local}+{c.sampled}x{c.samples}p{c.polish}/{c.polish_devices}" for c in critics[1:]]
+    labels = ["actor alone"] + [f"critic {c.order_preserving}+{c.to_local}+{c.sampled}x{c.samples}"
+                                f"p{c.polish}/{c.polish_devices}" for c in critics[1:]]
     samples = args.robust_samples or cfg.evaluation.robust_samples
     specs = [PolicySpec(ROBUST, "robust", codecs=spec.codecs, params={"samples": samples})]
     specs += [PolicySpec(label, "rllib", codecs=spec.codecs, path=spec.path, params={"critic": c.model_dump()})

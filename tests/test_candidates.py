@@ -95,8 +95,8 @@ def test_polish_only_raises_the_sampled_expected_reward(seed: int) -> None:
     obs, _ = env.reset(seed=seed)
     logits, mask, est = random_logits(env, obs, np.random.default_rng(seed)), obs["action_mask"], env.estimated_state()
     base = CriticConfig(order_preserving=4, to_local=2, sampled=4, samples=8, polish=0)
-    picks = [CandidateCritic(base.model_copy(update={"polish": rounds}), seed=seed).choose(logits, mask, NOISY, env.points, est)
-             for rounds in (0, 1, 3)]
+    picks = [CandidateCritic(base.model_copy(update={"polish": rounds}), seed=seed)
+             .choose(logits, mask, NOISY, env.points, est) for rounds in (0, 1, 3)]
     rng = np.random.default_rng(seed)
     sampled(logits, mask, 4, rng)  # the critic's generator: its sampled candidates first, then its draws
     draws = sample_realisations(NOISY, est, 8, rng)

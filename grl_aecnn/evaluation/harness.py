@@ -175,7 +175,7 @@ def load_sweep(name_or_path: str) -> Sweep:
     return sweep
 
 
-def _changed(base: ScenarioConfig, changes: dict[str, Any]) -> ScenarioConfig:
+def scenario_with(base: ScenarioConfig, changes: dict[str, Any]) -> ScenarioConfig:
     """The base with `changes`, its padding grown to fit (policies act on larger networks)."""
     data = with_changes(base, changes)
     data["max_devices"] = max(base.max_devices, data["num_devices"])
@@ -188,8 +188,9 @@ def sweep_scenarios(base: ScenarioConfig, sweep: Sweep, slots: int) -> list[tupl
     per combination (invalid ones raise, naming the field)."""
     base = base.model_copy(update={"episode_slots": slots})
     out = [("default", None, base)]
-    out += [(axis, value, _changed(base, {axis: value})) for axis, values in sweep.axes.items() for value in values]
-    out += [(COMBINATION, name, _changed(base, changes)) for name, changes in sweep.combinations.items()]
+    out += [(axis, value, scenario_with(base, {axis: value}))
+            for axis, values in sweep.axes.items() for value in values]
+    out += [(COMBINATION, name, scenario_with(base, changes)) for name, changes in sweep.combinations.items()]
     return out
 
 

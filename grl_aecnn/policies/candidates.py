@@ -78,7 +78,8 @@ def least_confident(logits: np.ndarray, mask: np.ndarray, most: int) -> np.ndarr
     return np.argsort(margin, kind="stable")[: min(most, int(choice.sum()))]
 
 
-def single_changes(logits: np.ndarray, mask: np.ndarray, choices: int, devices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def single_changes(logits: np.ndarray, mask: np.ndarray, choices: int,
+                   devices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(device, action) pairs a polish step may try: each of ``devices`` to local or to one of
     its ``choices`` best-scored offloads. The actor prunes the search: of the 1 + M V actions
     of a device only these few are ever scored, and only for the devices it is least sure of."""
