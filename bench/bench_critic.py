@@ -34,7 +34,7 @@ DEFAULT_ROWS = ("default", "network=30x4", "deadline_max_s=0.05", "channel_est_e
 
 
 def scenario_rows(cfg, rows: list[str]) -> list[tuple[str, object]]:
-    base = cfg.scenario.model_copy(update={"episode_slots": 20})
+    base = cfg.scenario  # the episode length is set per job (--slots)
     combos = load_sweep(cfg.evaluation.sweep).combinations
     out = []
     for row in rows:

@@ -35,18 +35,14 @@ from grl_aecnn.sim.core import SlotState, error_free, sample_realisations, slot_
 from grl_aecnn.sim.points import PointTable
 from grl_aecnn.sim.settings import ScenarioConfig
 
-IMPROVEMENT = 1e-9  # a polish move must raise the sampled mean by more than this
+IMPROVEMENT = 1e-9  # a change must raise the sampled mean by more than this (`hill_climb`)
 
 
 def order_preserving(logits: np.ndarray, mask: np.ndarray, k: int) -> np.ndarray:
     """Up to k order-preserving candidates (k', N_max) from per-device logits (N_max, A)."""
-    scores = np.where(mask > 0, logits, -np.inf)
-    order = np.argsort(-scores, axis=1)
+    order = np.argsort(-np.where(mask > 0, logits, -np.inf), axis=1)
     first, second = order[:, 0], order[:, 1]
-    top = np.take_along_axis(scores, order[:, :2], axis=1)
-    choice = np.isfinite(top[:, 1])  # devices with a second allowed action
-    margin = np.where(choice, top[:, 0] - top[:, 1], np.inf)
-    ranked = np.argsort(margin, kind="stable")[: min(int(choice.sum()), k - 1)]
+    ranked = least_confident(logits, mask, k - 1)
     flipped = np.arange(1 + ranked.size)[:, None] > np.arange(ranked.size)[None, :]  # row i: the first i
     cands = np.repeat(first[None, :], 1 + ranked.size, axis=0)
     cands[:, ranked] = np.where(flipped, second[ranked], first[ranked])
@@ -116,6 +112,27 @@ def expected_rewards(sc: ScenarioConfig, pts: PointTable, candidates: np.ndarray
     return out.reward.sum(axis=1).reshape(c, k).mean(axis=1)
 
 
+def hill_climb(sc: ScenarioConfig, pts: PointTable, choice: np.ndarray, value: float,
+               changes: tuple[np.ndarray, np.ndarray], draws: SlotState, rounds: int) -> tuple[np.ndarray, int]:
+    """Up to ``rounds`` best single-device changes among ``changes`` (device, action) while the mean
+    reward over ``draws`` rises by more than `IMPROVEMENT`; ``value`` is that of ``choice``.
+    Returns the decision and how many changes were made (the critic's polish, the robust planner's search)."""
+    device, action = changes
+    for moved in range(rounds):
+        differ = choice[device] != action
+        if not differ.any():
+            return choice, moved
+        dev, act = device[differ], action[differ]
+        cands = np.repeat(choice[None], dev.size, axis=0)
+        cands[np.arange(dev.size), dev] = act
+        scores = expected_rewards(sc, pts, cands[:, : sc.num_devices], draws)
+        best = int(np.argmax(scores))
+        if scores[best] <= value + IMPROVEMENT:
+            return choice, moved
+        choice, value = cands[best], float(scores[best])
+    return choice, rounds
+
+
 def critic_from_meta(data: Mapping[str, Any] | None) -> CriticConfig:
     """The critic recorded in an exported policy's ``policy.json``; without one, the argmax alone."""
     return CriticConfig.model_validate(data) if data else ACTOR_ONLY
@@ -149,30 +166,9 @@ class CandidateCritic:
         self.stats["kept_argmax"] += int(np.array_equal(choice, cands[0]))
         if cr.polish:
             changes = single_changes(logits, mask, cr.polish_choices, least_confident(logits, mask, cr.polish_devices))
-            for _ in range(cr.polish):
-                choice, improved = self._polish_once(choice, value, changes, sc, pts, draws)
-                if improved is None:
-                    break
-                value = improved
-                self.stats["polish_moves"] += 1
+            choice, moved = hill_climb(sc, pts, choice, value, changes, draws, cr.polish)
+            self.stats["polish_moves"] += moved
         return choice
-
-    @staticmethod
-    def _polish_once(choice: np.ndarray, value: float, changes: tuple[np.ndarray, np.ndarray], sc: ScenarioConfig,
-                     pts: PointTable, draws: SlotState) -> tuple[np.ndarray, float | None]:
-        """The best single-device change of ``choice`` and its value, or (choice, None) if none improves."""
-        device, action = changes
-        differ = choice[device] != action
-        device, action = device[differ], action[differ]
-        if device.size == 0:
-            return choice, None
-        cands = np.repeat(choice[None], device.size, axis=0)
-        cands[np.arange(device.size), device] = action
-        scores = expected_rewards(sc, pts, cands[:, : sc.num_devices], draws)
-        best = int(np.argmax(scores))
-        if scores[best] <= value + IMPROVEMENT:
-            return choice, None
-        return cands[best], float(scores[best])
 
     def summary(self) -> dict[str, float]:
         slots = max(self.stats["slots"], 1)

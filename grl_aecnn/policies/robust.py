@@ -22,13 +22,12 @@ import numpy as np
 
 from grl_aecnn.policies.base import Observation
 from grl_aecnn.policies.oracle import candidate_mask, solve_slot
-from grl_aecnn.policies.candidates import expected_rewards
+from grl_aecnn.policies.candidates import expected_rewards, hill_climb
 from grl_aecnn.sim.core import OptionTable, SlotState, encode_action, error_free, option_table, sample_realisations
 
 if TYPE_CHECKING:
     from grl_aecnn.sim.env import MECEnv
 
-IMPROVEMENT = 1e-9
 
 
 class RobustPlanner:
@@ -69,19 +68,11 @@ class RobustPlanner:
 
     def improve(self, choice: np.ndarray, options: tuple[np.ndarray, np.ndarray], draws: SlotState) -> np.ndarray:
         """Best single-device changes among `options` (device, action) while the sample mean improves."""
-        device, action = options
-        if device.size == 0:
+        if options[0].size == 0:
             return choice
         value = float(self.expected_rewards(choice[None], draws)[0])
-        for _ in range(self.max_moves):
-            cands = np.repeat(choice[None], device.size, axis=0)
-            cands[np.arange(device.size), device] = action
-            scores = self.expected_rewards(cands, draws)
-            best = int(np.argmax(scores))
-            if scores[best] <= value + IMPROVEMENT:
-                break
-            choice, value = cands[best], float(scores[best])
-            self.stats["moves"] += 1
+        choice, moved = hill_climb(self.env.scenario, self.env.points, choice, value, options, draws, self.max_moves)
+        self.stats["moves"] += moved
         return choice
 
     def summary(self) -> dict[str, float]:
