@@ -127,7 +127,8 @@ def main() -> None:
     large = {**env_cfg, "scenario": {**env_cfg["scenario"], "num_devices": 30, "num_servers": 4}}
     cr = cfg.policy.critic
     for label, critic in (("actor alone", ACTOR_ONLY),
-                          (f"actor + critic ({cr.order_preserving}+{cr.sampled} candidates x {cr.samples} draws)", cr)):
+                          (f"actor + critic ({cr.order_preserving}+{cr.to_local}+{cr.sampled} candidates x {cr.samples} draws, "
+                           f"{cr.polish} polish rounds)", cr)):
         for size, target, config in ((f"{sc.num_devices}x{sc.num_servers}", 2, env_cfg), ("30x4", 4, large)):
             median, p90 = decision_ms(cfg, config, critic)
             print(f"decision time per slot at {size}, {label} (act, 1 thread): median {median:.2f} ms, "
