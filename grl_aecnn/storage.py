@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 SCHEMES = ("s3://", "gs://", "gcs://")
 MARKER = "stage.json"
+PROBE = ".grl-aecnn-write-check"  # `check` writes and deletes it
 
 
 class StoreUnavailable(RuntimeError):
@@ -73,6 +74,24 @@ def check(uri: str) -> None:
                                "and the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)") from None
     if info.type == pafs.FileType.NotFound:
         raise StoreUnavailable(f"storage {uri}: bucket {bucket!r} does not exist (create it first)")
+    _check_writable(fs, path, uri)
+
+
+def _check_writable(fs: "pafs.FileSystem", path: str, uri: str) -> None:
+    """Do once, in a probe folder, what a run does to its folder: create it, create it again
+    (Ray Train and Tune re-create folders that exist), write a file, delete it all. A store that
+    lets a client list but not write (read-only or missing credentials: S3-compatible servers
+    may serve anonymous clients a part of the API) stops here, not inside a trainer."""
+    probe = f"{path.rstrip('/')}/{PROBE}"
+    try:
+        fs.create_dir(probe)
+        fs.create_dir(probe)
+        with fs.open_output_stream(f"{probe}/check") as handle:
+            handle.write(b"ok")
+        fs.delete_dir(probe)
+    except OSError as err:
+        raise StoreUnavailable(f"storage {uri} does not accept writes ({_first_line(err)}); check the credentials "
+                               "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)") from None
 
 
 def mirror_root(uri: str) -> Path:

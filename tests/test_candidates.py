@@ -11,7 +11,7 @@ import pytest
 from grl_aecnn.evaluation.harness import actor_name, default_specs
 from grl_aecnn.evaluation.settings import EvaluationConfig
 from grl_aecnn.policies.base import bind_policy
-from grl_aecnn.policies.candidates import (CandidateCritic, critic_from_meta, expected_rewards, order_preserving,
+from grl_aecnn.policies.candidates import (CandidateCritic, critic_from_meta, draw_table, expected_rewards, order_preserving,
                                            least_confident, realisations, sampled, to_local)
 from grl_aecnn.policies.registry import PolicySpec
 from grl_aecnn.policies.settings import ACTOR_ONLY, CriticConfig
@@ -81,7 +81,7 @@ def test_the_critic_maximises_the_sampled_expected_reward() -> None:
     rng = np.random.default_rng(9)  # the critic's generator: its sampled candidates, then its draws
     cands = np.concatenate([order_preserving(logits, mask, 5), to_local(logits, mask, 3), sampled(logits, mask, 5, rng)])
     draws = sample_realisations(NOISY, env.estimated_state(), 16, rng)
-    scores = expected_rewards(NOISY, env.points, cands[:, :NOISY.num_devices], draws)
+    scores = expected_rewards(draw_table(NOISY, env.points, draws), cands[:, :NOISY.num_devices])
     np.testing.assert_array_equal(chosen, cands[int(np.argmax(scores))])
     est = env.estimated_state()
     assert realisations(EXACT, est, 16, rng) is est and realisations(NOISY, est, 16, rng).task.shape[0] == 16
@@ -100,7 +100,7 @@ def test_polish_only_raises_the_sampled_expected_reward(seed: int) -> None:
     rng = np.random.default_rng(seed)
     sampled(logits, mask, 4, rng)  # the critic's generator: its sampled candidates first, then its draws
     draws = sample_realisations(NOISY, est, 8, rng)
-    values = expected_rewards(NOISY, env.points, np.stack(picks)[:, :NOISY.num_devices], draws)
+    values = expected_rewards(draw_table(NOISY, env.points, draws), np.stack(picks)[:, :NOISY.num_devices])
     assert values[0] <= values[1] + 1e-9 <= values[2] + 2e-9
     changed = np.flatnonzero(picks[1] != picks[0])
     assert changed.size == 1 and values[1] > values[0]  # random logits leave room: one device changes

@@ -52,6 +52,24 @@ def test_exported_policy_takes_the_original_actions_on_1000_simulator_observatio
     assert (expected[600:800, 5:] == 0).all() and (expected[800:, 14:] > 0).any()  # padding local; all 16 decide
 
 
+def test_a_loaded_policy_acts_with_the_eager_modules_logits_at_every_size(tmp_path: Path) -> None:
+    """`RLlibPolicy.logits` runs a forward traced on its first observation (14x2); it equals the
+    module's eager forward on 5x1 and 16x2 observations too."""
+    from ray.rllib.core.columns import Columns
+
+    from grl_aecnn.rl.policy import load_rllib_policy
+
+    policy = load_rllib_policy(exported_policy(tmp_path))
+    observed = (observations(5, seed=1) + observations(5, seed=2, scenario=SCENARIO.model_copy(update={"num_devices": 5, "num_servers": 1}))
+                + observations(5, seed=3, scenario=SCENARIO.model_copy(update={"num_devices": 16})))
+    for obs in observed:
+        traced = policy.logits(obs)
+        with torch.inference_mode():
+            eager = policy.module._forward({Columns.OBS: {k: torch.as_tensor(v, dtype=torch.float32) for k, v in batch(obs).items()}})[Columns.ACTION_DIST_INPUTS]
+        torch.testing.assert_close(traced, eager.view(traced.shape), rtol=1e-5, atol=1e-5)
+    assert policy._traced is not None
+
+
 @pytest.fixture(scope="module")
 def images_and_model() -> tuple[torch.Tensor, torch.nn.Module]:
     """Real digits test images (normalised as in training) and a resnet18 backbone."""

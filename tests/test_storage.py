@@ -58,23 +58,31 @@ def test_local_runs_do_not_touch_the_layer(tmp_path: Path) -> None:
     assert not cfg.run_dir.exists()
 
 
-@pytest.mark.parametrize("case", ["wrong endpoint", "missing bucket"])
+@pytest.mark.parametrize("case", ["wrong endpoint", "missing bucket", "no credentials"])
 def test_unusable_store_stops_before_anything_with_exit_3(case: str, s3_store: S3Store, tmp_path: Path) -> None:
+    """Without credentials moto still answers listings and some writes (anonymous access), so only
+    the preflight's write probe tells; Ray Train used to fail on it with a traceback, after MLflow
+    had created its store."""
     env = server_env(**s3_store.env, GRL_AECNN_SCRATCH=str(tmp_path / "scratch"),
                      MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    uri = "s3://no-such-bucket/runs"
     if case == "wrong endpoint":
         env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{free_port()}"
         uri = s3_store.create_bucket("endpoint-case") + "/runs"
-    else:
-        uri = "s3://no-such-bucket/runs"
+    elif case == "no credentials":
+        uri = s3_store.create_bucket("credentials-case") + "/runs"
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+            env.pop(key, None)
+        env["AWS_SHARED_CREDENTIALS_FILE"] = env["AWS_CONFIG_FILE"] = str(tmp_path / "no-such-file")
     res = _cli("run", "--config", "tiny", "--set", f"output_dir={uri}", env=env, cwd=tmp_path)
     assert res.returncode == EXIT_UNAVAILABLE, res.stderr
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("grl-aecnn: storage s3://") and uri in lines[0]
     assert ("does not exist" in lines[0]) == (case == "missing bucket")
+    assert ("does not accept writes" in lines[0]) == (case == "no credentials")
     assert not (tmp_path / "scratch").exists() and not (tmp_path / "mlflow.db").exists()
-    if case == "wrong endpoint":
-        assert s3_store.keys("endpoint-case") == []
+    if case != "missing bucket":
+        assert s3_store.keys(uri.split("/")[2]) == []  # at most empty folder markers
 
 
 def test_resume_of_a_uri_without_a_run_names_what_is_missing(s3_store: S3Store, tmp_path: Path) -> None:

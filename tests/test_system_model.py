@@ -1,6 +1,6 @@
-"""One system model: `slot_outcome` (the simulator) and `option_table` (the solvers) agree on
-random states and actions, infeasible ones included; difference rewards are the marginal
-contributions they claim to be."""
+"""One system model: `slot_outcome` (the simulator), `option_table` (the solvers) and the critics'
+`DrawTable` agree on random states and actions, infeasible ones included; difference rewards
+are the marginal contributions they claim to be."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from grl_aecnn.policies.candidates import draw_table, expected_rewards
 from grl_aecnn.profile import load_profile
 from grl_aecnn.sim.core import (SlotState, decode_actions, difference_rewards, encode_action, option_table,
                                 slot_outcome)
@@ -22,21 +23,21 @@ TOL = 1e-9
 
 
 @st.composite
-def slots(draw):
+def slots(draw, batch: int = 1, decisions: int = 1):
     n, m = draw(st.integers(1, 6)), draw(st.integers(1, 3))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     sc = ScenarioConfig(num_devices=n, num_servers=m, penalty=draw(st.sampled_from([0.0, 1.0, 2.5])),
                         bandwidth_hz=draw(st.sampled_from([5e4, 4e5, 2e6])))
     # Log-uniform gains, capacities, rates and deadlines: from hopeless to easy.
     state = SlotState(
-        gain=10.0 ** rng.uniform(-13, -6, (1, n, m)),
-        capacity=10.0 ** rng.uniform(8.5, 11, (1, m)),
-        device_flops=10.0 ** rng.uniform(8, 9.5, (1, n)),
-        deadline=10.0 ** rng.uniform(-3, -1, (1, n)),
-        task=rng.random((1, n)) < 0.8,
-        distance=rng.uniform(1, 100, (1, n, m)),
+        gain=10.0 ** rng.uniform(-13, -6, (batch, n, m)),
+        capacity=10.0 ** rng.uniform(8.5, 11, (batch, m)),
+        device_flops=10.0 ** rng.uniform(8, 9.5, (batch, n)),
+        deadline=10.0 ** rng.uniform(-3, -1, (batch, n)),
+        task=rng.random((batch, n)) < 0.8,
+        distance=rng.uniform(1, 100, (batch, n, m)),
     )
-    actions = rng.integers(0, 1 + m * POINTS.num, (1, n))
+    actions = rng.integers(0, 1 + m * POINTS.num, (decisions, n))
     return sc, state, actions
 
 
@@ -64,6 +65,17 @@ def test_outcome_and_option_table_agree(case) -> None:
                 assert not out.on_time[0, n] and out.reward[0, n] == -sc.penalty
             if on.size == 1 and max(b[n], c[n]) <= 1 - TOL:  # alone and feasible: on time
                 assert out.on_time[0, n]
+
+
+@settings(max_examples=200, deadline=None)
+@given(slots(batch=5, decisions=7))
+def test_critic_scores_equal_the_simulated_mean_reward(case) -> None:
+    """Scoring candidates on a `DrawTable` gives each decision's mean `slot_outcome` reward over the draws."""
+    sc, draws, candidates = case
+    scores = expected_rewards(draw_table(sc, POINTS, draws), candidates)
+    for cand, score in zip(candidates, scores):
+        out = slot_outcome(sc, POINTS, draws, np.repeat(cand[None], draws.task.shape[0], axis=0))
+        assert np.isclose(score, out.reward.sum(axis=1).mean(), rtol=0, atol=1e-9)
 
 
 def test_action_code_round_trips() -> None:

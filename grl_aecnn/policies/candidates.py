@@ -26,12 +26,15 @@ the robust planner maximises the same objective by search.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
+import numba
 import numpy as np
 
 from grl_aecnn.policies.settings import ACTOR_ONLY, CriticConfig
-from grl_aecnn.sim.core import SlotState, error_free, sample_realisations, slot_outcome
+from grl_aecnn.sim.allocation import admit_row
+from grl_aecnn.sim.core import SlotState, error_free, local_outcome, option_grid, sample_realisations
 from grl_aecnn.sim.points import PointTable
 from grl_aecnn.sim.settings import ScenarioConfig
 
@@ -104,20 +107,83 @@ def realisations(sc: ScenarioConfig, est: SlotState, samples: int, rng: np.rando
     return est if error_free(sc) else sample_realisations(sc, est, samples, rng)
 
 
-def expected_rewards(sc: ScenarioConfig, pts: PointTable, candidates: np.ndarray, draws: SlotState) -> np.ndarray:
-    """Mean slot reward of each candidate decision (C, N) over the draws (B = K): (C,)."""
-    c, k = candidates.shape[0], draws.task.shape[0]
-    acts = np.repeat(candidates, k, axis=0)
-    out = slot_outcome(sc, pts, draws.repeat_batch(c), acts)
-    return out.reward.sum(axis=1).reshape(c, k).mean(axis=1)
+@dataclass(frozen=True)
+class DrawTable:
+    """Every option of one slot under each of its K draws, indexed by action code: all that
+    scoring a decision on those draws needs. Built once per slot (`draw_table`), it makes a
+    candidate cost one gather and one admission instead of a whole `slot_outcome`."""
+
+    b: np.ndarray  # (K, N, A) minimum bandwidth share of each action (0 for local)
+    c: np.ndarray  # (K, N, A) minimum compute share
+    value: np.ndarray  # (K, N, A) reward when served: the accuracy; action 0: the local reward
+    task: np.ndarray  # (K, N) bool
+    server: np.ndarray  # (A,) the server of each action, -1 for local
+    num_servers: int
+    penalty: float
 
 
-def hill_climb(sc: ScenarioConfig, pts: PointTable, choice: np.ndarray, value: float,
-               changes: tuple[np.ndarray, np.ndarray], draws: SlotState, rounds: int) -> tuple[np.ndarray, int]:
+def draw_table(sc: ScenarioConfig, pts: PointTable, draws: SlotState) -> DrawTable:
+    """The `DrawTable` of ``draws`` (B = K), from the system model's own `option_grid`."""
+    b, c, accuracy = option_grid(sc, pts, draws)  # (K, N, M, V)
+    _, local_value = local_outcome(sc, pts, draws)
+    k, n = local_value.shape
+
+    def by_action(grid: np.ndarray, local: np.ndarray) -> np.ndarray:  # (K, N, M, V) -> (K, N, 1 + M V)
+        return np.concatenate([local[:, :, None], grid.reshape(k, n, -1)], axis=2)
+
+    server = np.concatenate([[-1], np.repeat(np.arange(sc.num_servers), pts.num)])
+    return DrawTable(b=by_action(b, np.zeros((k, n))), c=by_action(c, np.zeros((k, n))),
+                     value=by_action(accuracy, local_value), task=draws.task, server=server,
+                     num_servers=sc.num_servers, penalty=sc.penalty)
+
+
+def expected_rewards(table: DrawTable, candidates: np.ndarray) -> np.ndarray:
+    """Mean slot reward of each candidate decision (C, N) over the table's K draws: (C,).
+    The same reward as `slot_outcome` gives: the same admission greedy on the same minimum
+    shares, an admitted task being on time by construction of its shares and one that is not
+    being late (tests/test_system_model.py)."""
+    return _mean_rewards(table.b, table.c, table.value, table.task, table.server, float(table.penalty),
+                         table.num_servers, np.ascontiguousarray(candidates, dtype=np.int64))
+
+
+@numba.njit(cache=True, nogil=True)
+def _mean_rewards(b: np.ndarray, c: np.ndarray, value: np.ndarray, task: np.ndarray, server: np.ndarray,
+                  penalty: float, num_servers: int, candidates: np.ndarray) -> np.ndarray:
+    """`expected_rewards` compiled: a critic scores some hundred (candidate, draw) slots per decision."""
+    count, n = candidates.shape
+    k = b.shape[0]
+    out = np.zeros(count)
+    need, b_row, c_row = np.empty(n), np.empty(n), np.empty(n)
+    srv = np.zeros(n, dtype=np.int64)
+    used_b, used_c = np.empty(num_servers), np.empty(num_servers)
+    admitted = np.empty(n, dtype=np.bool_)
+    for i in range(count):
+        total = 0.0
+        for d in range(k):
+            for j in range(n):
+                a = candidates[i, j]
+                off = a > 0 and task[d, j]
+                need[j] = b[d, j, a] + c[d, j, a] if off else np.inf
+                b_row[j], c_row[j], srv[j] = b[d, j, a], c[d, j, a], max(server[a], 0)
+            used_b[:], used_c[:], admitted[:] = 0.0, 0.0, False
+            admit_row(need, b_row, c_row, srv, used_b, used_c, admitted)
+            for j in range(n):
+                a = candidates[i, j]
+                if a > 0 and task[d, j]:
+                    total += value[d, j, a] if admitted[j] else -penalty
+                else:
+                    total += value[d, j, 0]
+        out[i] = total / k
+    return out
+
+
+def hill_climb(table: DrawTable, choice: np.ndarray, value: float, changes: tuple[np.ndarray, np.ndarray],
+               rounds: int) -> tuple[np.ndarray, int]:
     """Up to ``rounds`` best single-device changes among ``changes`` (device, action) while the mean
-    reward over ``draws`` rises by more than `IMPROVEMENT`; ``value`` is that of ``choice``.
+    reward over the table's draws rises by more than `IMPROVEMENT`; ``value`` is that of ``choice``.
     Returns the decision and how many changes were made (the critic's polish, the robust planner's search)."""
     device, action = changes
+    n = table.b.shape[1]
     for moved in range(rounds):
         differ = choice[device] != action
         if not differ.any():
@@ -125,7 +191,7 @@ def hill_climb(sc: ScenarioConfig, pts: PointTable, choice: np.ndarray, value: f
         dev, act = device[differ], action[differ]
         cands = np.repeat(choice[None], dev.size, axis=0)
         cands[np.arange(dev.size), dev] = act
-        scores = expected_rewards(sc, pts, cands[:, : sc.num_devices], draws)
+        scores = expected_rewards(table, cands[:, :n])
         best = int(np.argmax(scores))
         if scores[best] <= value + IMPROVEMENT:
             return choice, moved
@@ -157,16 +223,15 @@ class CandidateCritic:
             cands = np.concatenate([cands, sampled(logits, mask, cr.sampled, self.rng)])
         if cands.shape[0] == 1 and not cr.polish:
             return cands[0]
-        n = sc.num_devices
-        draws = realisations(sc, est, cr.samples, self.rng)
-        scores = expected_rewards(sc, pts, cands[:, :n], draws)
+        table = draw_table(sc, pts, realisations(sc, est, cr.samples, self.rng))
+        scores = expected_rewards(table, cands[:, : sc.num_devices])
         best = int(np.argmax(scores))  # ties keep the earliest: the argmax first
         choice, value = cands[best], float(scores[best])
         self.stats["slots"] += 1
         self.stats["kept_argmax"] += int(np.array_equal(choice, cands[0]))
         if cr.polish:
             changes = single_changes(logits, mask, cr.polish_choices, least_confident(logits, mask, cr.polish_devices))
-            choice, moved = hill_climb(sc, pts, choice, value, changes, draws, cr.polish)
+            choice, moved = hill_climb(table, choice, value, changes, cr.polish)
             self.stats["polish_moves"] += moved
         return choice
 

@@ -22,8 +22,8 @@ import numpy as np
 
 from grl_aecnn.policies.base import Observation
 from grl_aecnn.policies.oracle import candidate_mask, solve_slot
-from grl_aecnn.policies.candidates import expected_rewards, hill_climb
-from grl_aecnn.sim.core import OptionTable, SlotState, encode_action, error_free, option_table, sample_realisations
+from grl_aecnn.policies.candidates import DrawTable, draw_table, expected_rewards, hill_climb
+from grl_aecnn.sim.core import OptionTable, encode_action, error_free, option_table, sample_realisations
 
 if TYPE_CHECKING:
     from grl_aecnn.sim.env import MECEnv
@@ -52,9 +52,9 @@ class RobustPlanner:
         table = option_table(sc, env.points, est)
         choice, _ = solve_slot(table)
         if not error_free(sc):
-            draws = sample_realisations(sc, est, self.samples, self.rng)
+            draws = draw_table(sc, env.points, sample_realisations(sc, est, self.samples, self.rng))
             starts = np.stack([choice, cheapest(table, env.points.num)])
-            choice = starts[int(np.argmax(self.expected_rewards(starts, draws)))]
+            choice = starts[int(np.argmax(expected_rewards(draws, starts)))]
             choice = self.improve(choice, moves(table, env.points.num), draws)
         self.stats["slots"] += 1
         self.stats["solve_s"] += time.perf_counter() - start
@@ -62,16 +62,12 @@ class RobustPlanner:
         action[: choice.size] = choice
         return action
 
-    def expected_rewards(self, candidates: np.ndarray, draws: SlotState) -> np.ndarray:
-        """Mean slot reward of each candidate decision (C, N) over the K draws: (C,)."""
-        return expected_rewards(self.env.scenario, self.env.points, candidates, draws)
-
-    def improve(self, choice: np.ndarray, options: tuple[np.ndarray, np.ndarray], draws: SlotState) -> np.ndarray:
+    def improve(self, choice: np.ndarray, options: tuple[np.ndarray, np.ndarray], draws: DrawTable) -> np.ndarray:
         """Best single-device changes among `options` (device, action) while the sample mean improves."""
         if options[0].size == 0:
             return choice
-        value = float(self.expected_rewards(choice[None], draws)[0])
-        choice, moved = hill_climb(self.env.scenario, self.env.points, choice, value, options, draws, self.max_moves)
+        value = float(expected_rewards(draws, choice[None])[0])
+        choice, moved = hill_climb(draws, choice, value, options, self.max_moves)
         self.stats["moves"] += moved
         return choice
 

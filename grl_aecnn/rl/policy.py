@@ -18,6 +18,7 @@ export and the pyfunc model are the actor alone.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +80,18 @@ def export_policy(checkpoint: str | Path, dest: str | Path, meta: dict[str, Any]
     return dest
 
 
+class MaskedLogits(torch.nn.Module):
+    """The module's own forward as a plain module (what `torch.jit.trace` takes), minus RLlib's
+    per-call wrapping of `forward_inference`."""
+
+    def __init__(self, module: OffloadingRLModule) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.module._forward({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
+
+
 class RLlibPolicy:
     """A loaded GRL policy; answers the ``grl_aecnn.policies.base.Policy`` interface.
 
@@ -91,18 +104,26 @@ class RLlibPolicy:
         self.meta = meta
         self.critic = CandidateCritic(critic or critic_from_meta(meta.get("critic")))
         self.env: MECEnv | None = None
+        self._traced: torch.jit.ScriptModule | None = None
 
     def bind(self, env: "MECEnv") -> None:
         self.env = env
 
     @torch.inference_mode()
     def logits(self, obs: dict[str, np.ndarray]) -> torch.Tensor:
-        """Masked logits ``(N_max, 1 + M_max*V)`` for one observation."""
+        """Masked logits ``(N_max, 1 + M_max*V)`` for one observation.
+
+        The forward is traced on the first call (one TorchScript graph, as the export's fallback
+        writes): at one observation per slot the eager network's cost is mostly Python
+        dispatch, which the < 2 ms decision target cannot afford (bench/bench_policy.py). The
+        trace holds no network size (the graph is built from the masks inside it), so it serves
+        every size up to the padding; the weights of a loaded policy never change."""
         batch = {key: torch.as_tensor(value, dtype=torch.float32)[None] for key, value in obs.items()}
-        # The module's own forward, minus RLlib's per-call wrapping of `forward_inference`
-        # (measurable against the < 2 ms decision target, bench/bench_policy.py).
-        out = self.module._forward({Columns.OBS: batch})[Columns.ACTION_DIST_INPUTS]
-        return out.view(obs["action_mask"].shape)
+        if self._traced is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch.jit is kept for the export too
+                self._traced = torch.jit.trace(MaskedLogits(self.module), (batch,), check_trace=False)
+        return self._traced(batch).view(obs["action_mask"].shape)
 
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         logits = self.logits(obs)

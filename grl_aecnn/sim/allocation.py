@@ -21,6 +21,7 @@ oracle relies on.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 EPS = 1e-9
@@ -44,58 +45,55 @@ def allocate(server: np.ndarray, x: np.ndarray, y: np.ndarray, slack: np.ndarray
     server: (B, N) int, the ES of each task, -1 when not offloaded; x, y, slack: (B, N).
     Returns admitted (B, N) bool and the final shares b, c (B, N) (0 where not admitted).
     """
-    bsz, n = server.shape
-    offloaded = server >= 0
     b_need, c_need = min_shares(x, y, slack)
-    need = np.where(offloaded, b_need + c_need, np.inf)
-    srv = np.where(offloaded, server, 0)
-    flat = np.arange(bsz)[:, None] * num_servers + srv  # (B, N) index into (B*M)
-    order = np.argsort(need, axis=1, kind="stable")
-    if bsz == 1:
-        admitted, used_b, used_c = _admit_one(order[0], need[0], b_need[0], c_need[0], srv[0], num_servers)
-    else:
-        admitted, used_b, used_c = _admit_batch(order, need, b_need, c_need, flat, num_servers)
-    tot_b, tot_c = used_b[flat], used_c[flat]
+    admitted, tot_b, tot_c = admit(server, b_need, c_need, num_servers)
     with np.errstate(divide="ignore", invalid="ignore"):
         b = np.where(admitted, np.where(tot_b > 0, b_need / tot_b, 0.0), 0.0)
         c = np.where(admitted, np.where(tot_c > 0, c_need / tot_c, 0.0), 0.0)
     return admitted, b, c
 
 
-def _admit_batch(order: np.ndarray, need: np.ndarray, b_need: np.ndarray, c_need: np.ndarray,
-                 flat: np.ndarray, num_servers: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Greedy admission for B copies at once: one vectorised step per rank position."""
+def admit(server: np.ndarray, b_need: np.ndarray, c_need: np.ndarray,
+          num_servers: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Step 2 alone, for tasks whose minimum share pairs are known (the critics' scoring):
+    admitted (B, N) and, per task, the admitted totals (bandwidth, compute) of its server."""
+    bsz = server.shape[0]
+    offloaded = server >= 0
+    need = np.where(offloaded, b_need + c_need, np.inf)
+    srv = np.where(offloaded, server, 0)
+    admitted, used_b, used_c = _admit_rows(need, np.ascontiguousarray(b_need, dtype=np.float64),
+                                           np.ascontiguousarray(c_need, dtype=np.float64),
+                                           srv.astype(np.int64), num_servers)
+    rows = np.arange(bsz)[:, None]
+    return admitted, used_b[rows, srv], used_c[rows, srv]
+
+
+@numba.njit(cache=True, nogil=True)
+def _admit_rows(need: np.ndarray, b_need: np.ndarray, c_need: np.ndarray, srv: np.ndarray,
+                num_servers: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`admit_row` for every row: compiled, because the greedy is sequential within a row (a
+    skipped task lets a later one in), which NumPy could vectorise only across rows, one step
+    per rank position, and the critics score a few hundred small rows per decision."""
     bsz, n = need.shape
-    s_need = np.take_along_axis(need, order, axis=1)
-    s_flat = np.take_along_axis(flat, order, axis=1)
-    s_b = np.take_along_axis(b_need, order, axis=1)
-    s_c = np.take_along_axis(c_need, order, axis=1)
-    used_b = np.zeros(bsz * num_servers)
-    used_c = np.zeros(bsz * num_servers)
-    s_adm = np.zeros((bsz, n), dtype=bool)
-    for k in range(int(np.isfinite(s_need).sum(axis=1).max(initial=0))):
-        idx, bk, ck = s_flat[:, k], s_b[:, k], s_c[:, k]
-        fits = np.isfinite(s_need[:, k]) & (used_b[idx] + bk <= 1.0 + EPS) & (used_c[idx] + ck <= 1.0 + EPS)
-        used_b[idx] += np.where(fits, bk, 0.0)
-        used_c[idx] += np.where(fits, ck, 0.0)
-        s_adm[:, k] = fits
-    admitted = np.zeros((bsz, n), dtype=bool)
-    np.put_along_axis(admitted, order, s_adm, axis=1)
+    admitted = np.zeros((bsz, n), dtype=np.bool_)
+    used_b = np.zeros((bsz, num_servers))
+    used_c = np.zeros((bsz, num_servers))
+    for r in range(bsz):
+        admit_row(need[r], b_need[r], c_need[r], srv[r], used_b[r], used_c[r], admitted[r])
     return admitted, used_b, used_c
 
 
-def _admit_one(order: np.ndarray, need: np.ndarray, b_need: np.ndarray, c_need: np.ndarray,
-               srv: np.ndarray, num_servers: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The same greedy for a single copy in plain Python (NumPy call overhead dominates there)."""
-    used_b, used_c = [0.0] * num_servers, [0.0] * num_servers
-    admitted = np.zeros((1, need.size), dtype=bool)
-    need_l, b_l, c_l, srv_l = need.tolist(), b_need.tolist(), c_need.tolist(), srv.tolist()
-    for j in order.tolist():
-        if need_l[j] == np.inf:
+@numba.njit(cache=True, nogil=True)
+def admit_row(need: np.ndarray, b_need: np.ndarray, c_need: np.ndarray, srv: np.ndarray,
+              used_b: np.ndarray, used_c: np.ndarray, admitted: np.ndarray) -> None:
+    """The admission greedy of one slot, written into ``used_b``/``used_c`` (M,, zeroed) and
+    ``admitted`` (N,, False): tasks in increasing ``need`` (ties in task order), each admitted
+    if both sums of its server stay <= 1; a task with need inf is not offloaded or hopeless."""
+    for j in np.argsort(need, kind="mergesort"):
+        if need[j] == np.inf:
             break  # sorted: the rest are not offloaded or cannot make their deadline
-        m = srv_l[j]
-        if used_b[m] + b_l[j] <= 1.0 + EPS and used_c[m] + c_l[j] <= 1.0 + EPS:
-            used_b[m] += b_l[j]
-            used_c[m] += c_l[j]
-            admitted[0, j] = True
-    return admitted, np.array(used_b), np.array(used_c)
+        m = srv[j]
+        if used_b[m] + b_need[j] <= 1.0 + EPS and used_c[m] + c_need[j] <= 1.0 + EPS:
+            used_b[m] += b_need[j]
+            used_c[m] += c_need[j]
+            admitted[j] = True
