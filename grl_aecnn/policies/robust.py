@@ -55,19 +55,19 @@ class RobustPlanner:
             draws = draw_table(sc, env.points, sample_realisations(sc, est, self.samples, self.rng))
             starts = np.stack([choice, cheapest(table, env.points.num)])
             choice = starts[int(np.argmax(expected_rewards(draws, starts)))]
-            choice = self.improve(choice, moves(table, env.points.num), draws)
+            choice = self.improve(choice, moves(table, env.points.num), table=draws)
         self.stats["slots"] += 1
         self.stats["solve_s"] += time.perf_counter() - start
         action = np.zeros(obs["device_mask"].shape[0], dtype=np.int64)
         action[: choice.size] = choice
         return action
 
-    def improve(self, choice: np.ndarray, options: tuple[np.ndarray, np.ndarray], draws: DrawTable) -> np.ndarray:
+    def improve(self, choice: np.ndarray, options: tuple[np.ndarray, np.ndarray], table: DrawTable) -> np.ndarray:
         """Best single-device changes among `options` (device, action) while the sample mean improves."""
         if options[0].size == 0:
             return choice
-        value = float(expected_rewards(draws, choice[None])[0])
-        choice, moved = hill_climb(draws, choice, value, options, self.max_moves)
+        value = float(expected_rewards(table, choice[None])[0])
+        choice, moved = hill_climb(table, choice, value, options, self.max_moves)
         self.stats["moves"] += moved
         return choice
 
