@@ -46,34 +46,26 @@ def allocate(server: np.ndarray, x: np.ndarray, y: np.ndarray, slack: np.ndarray
     Returns admitted (B, N) bool and the final shares b, c (B, N) (0 where not admitted).
     """
     b_need, c_need = min_shares(x, y, slack)
-    admitted, tot_b, tot_c = admit(server, b_need, c_need, num_servers)
+    offloaded = server >= 0
+    srv = np.where(offloaded, server, 0)
+    admitted, used_b, used_c = _admit_rows(np.where(offloaded, b_need + c_need, np.inf),
+                                           np.ascontiguousarray(b_need, dtype=np.float64),
+                                           np.ascontiguousarray(c_need, dtype=np.float64),
+                                           srv.astype(np.int64), num_servers)
+    rows = np.arange(server.shape[0])[:, None]
+    tot_b, tot_c = used_b[rows, srv], used_c[rows, srv]  # the admitted totals of each task's server
     with np.errstate(divide="ignore", invalid="ignore"):
         b = np.where(admitted, np.where(tot_b > 0, b_need / tot_b, 0.0), 0.0)
         c = np.where(admitted, np.where(tot_c > 0, c_need / tot_c, 0.0), 0.0)
     return admitted, b, c
 
 
-def admit(server: np.ndarray, b_need: np.ndarray, c_need: np.ndarray,
-          num_servers: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Step 2 alone, for tasks whose minimum share pairs are known (the critics' scoring):
-    admitted (B, N) and, per task, the admitted totals (bandwidth, compute) of its server."""
-    bsz = server.shape[0]
-    offloaded = server >= 0
-    need = np.where(offloaded, b_need + c_need, np.inf)
-    srv = np.where(offloaded, server, 0)
-    admitted, used_b, used_c = _admit_rows(need, np.ascontiguousarray(b_need, dtype=np.float64),
-                                           np.ascontiguousarray(c_need, dtype=np.float64),
-                                           srv.astype(np.int64), num_servers)
-    rows = np.arange(bsz)[:, None]
-    return admitted, used_b[rows, srv], used_c[rows, srv]
-
-
 @numba.njit(cache=True, nogil=True)
 def _admit_rows(need: np.ndarray, b_need: np.ndarray, c_need: np.ndarray, srv: np.ndarray,
                 num_servers: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`admit_row` for every row: compiled, because the greedy is sequential within a row (a
-    skipped task lets a later one in), which NumPy could vectorise only across rows, one step
-    per rank position, and the critics score a few hundred small rows per decision."""
+    """`admit_row` for every row (B copies of a slot): compiled, because the greedy is sequential
+    within a row (a skipped task lets a later one in), which NumPy could vectorise only across
+    rows, one step per rank position."""
     bsz, n = need.shape
     admitted = np.zeros((bsz, n), dtype=np.bool_)
     used_b = np.zeros((bsz, num_servers))
@@ -88,7 +80,9 @@ def admit_row(need: np.ndarray, b_need: np.ndarray, c_need: np.ndarray, srv: np.
               used_b: np.ndarray, used_c: np.ndarray, admitted: np.ndarray) -> None:
     """The admission greedy of one slot, written into ``used_b``/``used_c`` (M,, zeroed) and
     ``admitted`` (N,, False): tasks in increasing ``need`` (ties in task order), each admitted
-    if both sums of its server stay <= 1; a task with need inf is not offloaded or hopeless."""
+    if both sums of its server stay <= 1; a task with need inf is not offloaded or hopeless.
+    The simulator runs it through `allocate`, the critics on their (candidate, draw) slots
+    (`grl_aecnn.policies.candidates.expected_rewards`)."""
     for j in np.argsort(need, kind="mergesort"):
         if need[j] == np.inf:
             break  # sorted: the rest are not offloaded or cannot make their deadline
