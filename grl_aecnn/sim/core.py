@@ -1,4 +1,5 @@
-"""Vectorised MEC core: B independent copies x N devices x M servers per call, in NumPy (the admission greedy is compiled, `grl_aecnn.sim.allocation`).
+"""Vectorised MEC core: B independent copies x N devices x M servers per call, in NumPy
+(the admission greedy is compiled, `grl_aecnn.sim.allocation`).
 
 Two parts with one job each:
 - `slot_outcome` is the deterministic system model: given a slot's state and the offloading
