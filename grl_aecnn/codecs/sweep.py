@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,16 +98,20 @@ def run_sweep(cfg: ExperimentConfig, resume: bool, model: torch.nn.Module, meta:
             path = stage / name
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
         storage.remove(cfg, stage)
+    started = time.monotonic()
     inputs = prepare_inputs(cfg, model, meta, splits, stage)
+    print(f"[codecs] split tensors and channel ranking ready ({time.monotonic() - started:.0f} s)")
     specs = point_specs(cfg.codecs, inputs.importance, inputs.shape[0])
     trials = with_seeds(specs, cfg.codecs.seeds)
     blobs, nodes = run_trials(cfg, inputs, trials, stage, resume)
+    print(f"[codecs] {len(trials)} trials trained ({time.monotonic() - started:.0f} s)")
     weights_dir = stage / WEIGHTS_DIR
     (weights_dir / SEED_WEIGHTS_DIR).mkdir(parents=True, exist_ok=True)
     for spec in trials:
         folder = weights_dir if spec_seed(spec) == 0 else weights_dir / SEED_WEIGHTS_DIR
         (folder / f"{trial_id(spec)}.safetensors").write_bytes(blobs[trial_id(spec)])
     frame = measure_points(cfg, inputs, [blobs[trial_id(s)] for s in trials])
+    print(f"[codecs] measured through real bitstreams ({time.monotonic() - started:.0f} s)")
     profile = build_profile(inputs, model, frame, specs, blobs)
     path = profile.save(stage / PROFILE_FILE)
     plot_rate_accuracy(profile, stage / PLOT_FILE, cfg.codecs.deepjscc.train_snr_db)
@@ -376,7 +381,8 @@ def run_trials(cfg: ExperimentConfig, inputs: SweepInputs, specs: list[dict[str,
         tuner = tune.Tuner(
             trainable,
             param_space={"point": tune.grid_search(pending)},
-            tune_config=tune.TuneConfig(max_concurrent_trials=c.max_concurrent_trials),
+            # a finished trial's worker process takes the next point: no new process, no re-import
+            tune_config=tune.TuneConfig(max_concurrent_trials=c.max_concurrent_trials, reuse_actors=True),
             run_config=tune.RunConfig(name=TUNE_NAME, storage_path=storage.ray_storage_path(cfg, stage), verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=c.max_failures),
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
