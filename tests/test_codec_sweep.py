@@ -53,6 +53,8 @@ def sweep_config(tiny_config):
         "codecs.max_concurrent_trials": 1, "codecs.measure_workers": 1, "codecs.measure_batch_size": 24,
         "codecs.seeds": 2,
         "codecs.aecnn.decoder_width": 16, "codecs.bottlenetpp.width": 16, "codecs.tail_finetune": "first",
+        # every step, so a trial stopped after its first step checkpoint is stopped mid-training
+        "codecs.schedule": "{attention: 0.25, feature: 2.0, codec: 0.25, joint: 0.25}", "codecs.lr": 0.002,
     }.items()]
     return load_config("quick", overrides)
 

@@ -104,7 +104,7 @@ def run_sweep(cfg: ExperimentConfig, resume: bool, model: torch.nn.Module, meta:
     specs = point_specs(cfg.codecs, inputs.importance, inputs.shape[0])
     trials = with_seeds(specs, cfg.codecs.seeds)
     blobs, nodes = run_trials(cfg, inputs, trials, stage, resume)
-    print(f"[codecs] {len(trials)} trials trained ({time.monotonic() - started:.0f} s)")
+    print(f"[codecs] {len(trials)} trials done ({time.monotonic() - started:.0f} s)")
     weights_dir = stage / WEIGHTS_DIR
     (weights_dir / SEED_WEIGHTS_DIR).mkdir(parents=True, exist_ok=True)
     for spec in trials:
