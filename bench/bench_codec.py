@@ -7,8 +7,8 @@ Part 1 codes real split tensors with AECNN's quantiser at several (k, b) and com
 payload (entropy-coded symbols only, and the whole stream with its header) with
 - the ideal code length under the codec's own static model (target: within 2 %),
 - the empirical entropy of the test symbols (histograms per channel and grid cell: a lower
-  bound for any static model with that context), and the payload of a per-channel model
-  (no spatial context),
+  bound for any static model with that context), the payload of a per-channel model (no
+  spatial context) and of the neighbour-context model (`codecs.entropy_context`, the default),
 - zlib -9 and zstd -19 on the same symbols (one byte per symbol, and bit-packed),
 and times encode and decode of one sample on one thread.
 Part 2 prints the profile's rate-accuracy table.
@@ -28,7 +28,7 @@ import zstandard
 
 from grl_aecnn.codecs import quantize as q
 from grl_aecnn.codecs.aecnn import AECNNCodec
-from grl_aecnn.codecs.entropy import SymbolModel, cell_index, pack_raw
+from grl_aecnn.codecs.entropy import ContextModel, SymbolModel, cell_index, pack_raw
 
 
 def split_tensors(stage: Path | None) -> tuple[torch.Tensor, torch.Tensor, np.ndarray | None]:
@@ -85,8 +85,8 @@ def bench_coder(train: torch.Tensor, test: torch.Tensor, ranking: np.ndarray | N
     print(f"\n## Entropy coder on {len(test)} test split tensors {tuple(train.shape[1:])} "
           f"(float32 = {f32} B), symbol model fitted on {len(train)} training tensors\n")
     print("| k | b | symbols | stream B | payload B | ideal B | payload/ideal | entropy B | per-channel model B "
-          "| zlib-9 B | zstd-19 B | zstd-19 packed B | ratio vs f32 | enc ms | dec ms |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| context model B | context dec ms | zlib-9 B | zstd-19 B | zstd-19 packed B | ratio vs f32 | enc ms | dec ms |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for k, bits in points:
         if k > c:
             continue
@@ -102,6 +102,9 @@ def bench_coder(train: torch.Tensor, test: torch.Tensor, ranking: np.ndarray | N
         train_syms = np.stack([codec.quantized(x)[1] for x in train.numpy()])
         flat = SymbolModel.fit(train_syms, q.levels(bits) + 1, grid=1)
         per_channel = np.mean([len(flat.encode(s)) for s in syms])
+        ctx = ContextModel.fit(train_syms, q.levels(bits) + 1, grid=codec.grid)
+        ctx_payloads = [ctx.encode(s) for s in syms]
+        ctx_dec = time_one(lambda: ctx.decode(ctx_payloads[0], syms[0].shape), 100)
         as_bytes = [s.astype(np.uint8 if bits <= 8 else np.uint16).tobytes() for s in syms]
         zl = np.mean([len(zlib.compress(b, 9)) for b in as_bytes])
         zs = zstandard.ZstdCompressor(level=19)
@@ -111,7 +114,8 @@ def bench_coder(train: torch.Tensor, test: torch.Tensor, ranking: np.ndarray | N
         enc = time_one(lambda: codec.encode(x0), 300)
         dec = time_one(lambda: codec.decode(streams[0]), 300)
         print(f"| {k} | {bits} | {syms[0].size} | {np.mean([len(s) for s in streams]):.1f} | {np.mean(payloads):.1f} "
-              f"| {ideal:.1f} | {np.mean(payloads) / ideal:.3f} | {ent:.1f} | {per_channel:.1f} | {zl:.1f} | {zsd:.1f} | {zsp:.1f} "
+              f"| {ideal:.1f} | {np.mean(payloads) / ideal:.3f} | {ent:.1f} | {per_channel:.1f} "
+              f"| {np.mean([len(p) for p in ctx_payloads]):.1f} | {ctx_dec:.3f} | {zl:.1f} | {zsd:.1f} | {zsp:.1f} "
               f"| {f32 / np.mean([len(s) for s in streams]):.0f}x | {enc:.3f} | {dec:.3f} |")
     # one large message: all samples' symbols of the widest point in one stream (coder overhead amortised)
     k, bits = max(points)

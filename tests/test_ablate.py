@@ -34,7 +34,7 @@ def _one_line(capsys: pytest.CaptureFixture[str], argv: list[str], expect: str) 
     ("mechanism: selection\nseedz: 3\n", "seedz: unknown key; allowed keys: mechanism, rows, seeds"),
     ("mechanism: pruning\n", "mechanism: Input should be 'selection', 'recovery', 'entropy' or 'schedule'"),
     ("mechanism: recovery\nrows: [zero, mean]\n", "including the paper's 'learned'"),
-    ("mechanism: entropy\nrows: [cell, huffman]\n", "distinct rows of entropy (cell, channel, raw)"),
+    ("mechanism: entropy\nrows: [context, huffman]\n", "distinct rows of entropy (context, cell, channel, raw)"),
     ("mechanism: schedule\nseeds: 1\n", "seeds: Input should be greater than or equal to 2"),
     ("- a list\n", "top level must be a mapping"),
 ])
@@ -54,7 +54,7 @@ def test_unknown_ablation_run_folder_and_config_value_exit_2(tmp_path, capsys):
 
 
 def test_every_shipped_ablation_loads_with_the_paper_first():
-    for name, paper in (("selection", "cbam"), ("recovery", "learned"), ("entropy", "cell"), ("schedule", "staged")):
+    for name, paper in (("selection", "cbam"), ("recovery", "learned"), ("entropy", "context"), ("schedule", "staged")):
         loaded, cfg = load_ablation(name)
         assert loaded == name and cfg.rows[0] == paper == cfg.paper and cfg.seeds >= 2
     assert AblationConfig(mechanism="recovery", rows=["zero", "learned"]).rows == ["learned", "zero"]
@@ -88,8 +88,8 @@ def test_table_states_sign_size_and_where_the_paper_does_not_win(tmp_path):
     assert table.count("\n| ") == 5 and "| random | 71.00 ± 2.48 |" in table
     assert plot(abl, "selection", rows, tmp_path / "a.png").stat().st_size > 1000
     # entropy rows are judged by bytes (fewer is better)
-    ent = AblationConfig(mechanism="entropy")
-    trials = [Trial(r, i, 0.8, b + i) for r, b in (("cell", 40), ("channel", 45), ("raw", 64)) for i in range(3)]
+    ent = AblationConfig(mechanism="entropy", rows=["context", "channel", "raw"])
+    trials = [Trial(r, i, 0.8, b + i) for r, b in (("context", 40), ("channel", 45), ("raw", 64)) for i in range(3)]
     assert build_table(ent, trials)[2].verdict == "the paper's mechanism wins (+24.00 ± 0.00 B)"
 
 
@@ -162,10 +162,10 @@ def test_entropy_ablation_end_to_end_on_digits(ray_local, tiny_config, tmp_path)
     tracking.setup(cfg)
     trials = run_ablation(abl, cfg, model, meta, splits, tmp_path / "abl", resume=False)
     got = {(t.row, t.seed_index): t for t in trials}
-    assert sorted(got) == [(r, i) for r in ("cell", "channel", "raw") for i in (0, 1)]
+    assert sorted(got) == [(r, i) for r in ("cell", "channel", "context", "raw") for i in (0, 1)]
     for i in (0, 1):
-        assert got["cell", i].accuracy == got["channel", i].accuracy == got["raw", i].accuracy
-        assert got["cell", i].payload_bytes < got["raw", i].payload_bytes
+        assert len({got[r, i].accuracy for r in ("context", "cell", "channel", "raw")}) == 1
+        assert got["context", i].payload_bytes < got["raw", i].payload_bytes
     # raw: exactly k*H*W*b bits of payload per sample, every sample the same size
     assert got["raw", 0].payload_bytes == got["raw", 1].payload_bytes
     assert len(list((tmp_path / "abl" / "tune").glob("*"))) >= 2  # a Tune experiment, one trial per seed
@@ -199,7 +199,7 @@ def test_trial_specs_change_only_the_ablated_mechanism(split_data):
     assert schedule["end_to_end"]["codecs"]["schedule"] == {"attention": s.attention, "feature": 0.0,
                                                              "codec": 0.0, "joint": s.codec + s.joint}
     assert "codecs" not in schedule["staged"]
-    assert sorted(specs(mechanism="entropy")) == ["cell", "cell-seed1"]  # one trained codec per seed
+    assert sorted(specs(mechanism="entropy")) == ["context", "context-seed1"]  # one trained codec per seed
     selection = specs(mechanism="selection", rows=["cbam", "l1", "random"])
     assert selection["l1"]["channels"] == selection["l1-seed1"]["channels"]  # training-free and deterministic
     assert selection["random"]["channels"] != selection["random-seed1"]["channels"]

@@ -106,6 +106,41 @@ def test_aecnn_trains_round_trips_and_reloads(data):
     assert accuracy(loaded, fresh_tail, z, y) == accuracy(codec, tail, z, y)
 
 
+def test_decoder_starts_from_the_least_squares_prediction(data):
+    """Before any training the decoder is the closed-form linear prediction of all channels from
+    the kept ones: closer to the split tensor than filling the pruned channels with their means,
+    and a stationary point of its MSE (no gradient on the linear weights)."""
+    _, z, _ = data
+    codec = AECNNCodec(SHAPE, (0, 1, 2, 3), bits=8, width=8)
+    codec.calibrate(z)
+    mean_fill = AECNNCodec(SHAPE, (0, 1, 2, 3), bits=8, recovery="mean")
+    mean_fill.calibrate(z)
+    with torch.no_grad():
+        assert torch.mean((codec(z) - z) ** 2) < 0.95 * torch.mean((mean_fill(z) - z) ** 2)
+    x = q.fake_quantize(z[:, :4], 8, codec.scales)
+    rec = codec.recovery
+    loss = torch.mean((rec._placed(x) + rec.linear(x) - z) ** 2)
+    grad = torch.autograd.grad(loss, rec.linear.weight)[0]
+    assert grad.abs().max() < 1e-3 * rec.linear.weight.abs().max()
+
+
+def test_context_coded_aecnn_streams_are_smaller_and_reload(data):
+    tail, z, _ = data
+    spec = {"codec": "aecnn", "id": "c", "kept_channels": 4, "bits": 2, "channels": [0, 1, 2, 3], "width": 8,
+            "scales": "calibrated", "clip_percentile": 95.0, "grid": 8}
+    sizes = {}
+    for context in (False, True):
+        codec = build_codec({**spec, "context": context}, SHAPE)
+        codec.calibrate(z)
+        codec.fit_symbols(z)
+        streams = [codec.encode(x) for x in z.numpy()]
+        assert all(np.array_equal(codec.decode(s), codec.dequantized(x)) for s, x in zip(streams, z.numpy()))
+        sizes[context] = np.mean([len(s) for s in streams])
+    loaded, got = load_codec(save_codec(codec, {**spec, "context": True}, SHAPE, tail, []), tail)
+    assert got["context"] and loaded.encode(z[0].numpy()) == streams[0]
+    assert sizes[True] < sizes[False]
+
+
 def test_schedule_runs_only_the_steps_asked_for(data):
     """A feature-only schedule trains the codec on MSE alone: the tail is never changed, no task
     metrics are logged; a fractional epoch count trains on that share of the samples."""

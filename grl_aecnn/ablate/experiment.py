@@ -8,8 +8,8 @@ only the ablated mechanism changes:
 - recovery: the learned decoder, or the pruned channels filled with zeros / training means
   (no decoder weights: only the joint step, which adapts the tail, trains);
 - entropy: coding is lossless, so one codec is trained per seed and its symbols are sent with
-  the cell model, the per-channel model (refitted on the same training symbols) or fixed-length
-  packing: bytes at exactly equal accuracy;
+  the context model, the per-cell model, the per-channel model (both refitted on the same
+  training symbols) or fixed-length packing: bytes at exactly equal accuracy;
 - schedule: staged (feature -> codec -> joint) or one end-to-end step on the task loss with the
   epochs of the steps that run the tail (codec + joint); both keep the CBAM ranking.
 """
@@ -91,10 +91,11 @@ def entropy_variant(blob: bytes, row: str, inputs: SweepInputs) -> bytes:
     """The paper's trained codec sent with another entropy coder (same weights: same accuracy)."""
     tensors, meta = st_load(blob), _metadata(blob)
     spec = {**json.loads(meta["spec"]), "id": row}  # the paper's spec keeps its seed index
-    if row == "channel":  # one table per channel: the entropy tables of a grid of 1 cell
+    if row in ("cell", "channel"):  # no neighbour context: the per-cell tables, or one per channel
         codec, _ = load_codec(blob, _tail(inputs))
-        codec.grid = spec["grid"] = 1
-        codec.entropy = SymbolTables(len(codec.channels), codec.shape[1:], codec.entropy.alphabet, 1)
+        codec.grid = spec["grid"] = codec.grid if row == "cell" else 1
+        codec.context = spec["context"] = False
+        codec.entropy = SymbolTables(len(codec.channels), codec.shape[1:], codec.entropy.alphabet, codec.grid)
         codec.fit_symbols(sample_rows(inputs.tensors["train_z"], FIT_BYTES, 0))
         tensors["codec.entropy.probs"] = codec.entropy.probs.clone()
     elif row == "raw":

@@ -20,7 +20,7 @@ MAX_BYTES = 64 * 1024
 ROWS: dict[str, tuple[str, ...]] = {
     "selection": ("cbam", "se", "l1", "variance", "random"),
     "recovery": ("learned", "zero", "mean"),
-    "entropy": ("cell", "channel", "raw"),
+    "entropy": ("context", "cell", "channel", "raw"),
     "schedule": ("staged", "end_to_end"),
 }
 Mechanism = Literal["selection", "recovery", "entropy", "schedule"]

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, get_args
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from grl_aecnn.backbone.split import count_flops
@@ -47,24 +48,52 @@ def top_channels(importance: np.ndarray, k: int) -> tuple[int, ...]:
 
 
 class FeatureRecovery(nn.Module):
-    """k received channels -> C channels: the received ones put back in place plus a learned
-    prediction of all channels (a few 3x3 convs at the split resolution)."""
+    """k received channels -> C channels: the received ones put back in place, plus the best
+    linear 3x3 prediction of all channels (fitted in closed form by ``fit_linear``), plus a
+    learned non-linear correction (a few 3x3 convs at the split resolution).
+
+    The closed-form start matters on a short budget: the convs then learn only what a linear
+    map of the neighbourhood misses, instead of the whole prediction from a random start."""
 
     def __init__(self, channels: tuple[int, ...], out_channels: int, width: int = 64):
         super().__init__()
         self.register_buffer("index", torch.tensor(channels, dtype=torch.long), persistent=False)
         self.out_channels = out_channels
         k = len(channels)
+        self.linear = nn.Conv2d(k, out_channels, 3, padding=1)
         self.net = nn.Sequential(
             nn.Conv2d(k, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
             nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
             nn.Conv2d(width, out_channels, 3, padding=1),
         )
+        nn.init.zeros_(self.net[-1].weight)  # the convs start as no correction of the linear prediction
+        nn.init.zeros_(self.net[-1].bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _placed(self, x: torch.Tensor) -> torch.Tensor:
         placed = x.new_zeros(x.shape[0], self.out_channels, *x.shape[2:])
         placed[:, self.index] = x
-        return torch.relu(placed + self.net(x))
+        return placed
+
+    @torch.no_grad()
+    def fit_linear(self, x: torch.Tensor, z: torch.Tensor, ridge: float = 1e-3) -> None:
+        """Least-squares fit of ``linear`` to z - placed(x) over received tensors x [N, k, H, W]
+        and their originals z [N, C, H, W] (normal equations, chunked, float64)."""
+        k = x.shape[1]
+        gram = torch.zeros(9 * k + 1, 9 * k + 1, dtype=torch.float64)
+        cross = torch.zeros(9 * k + 1, self.out_channels, dtype=torch.float64)
+        for xs, zs in zip(x.split(1024), z.split(1024)):
+            cols = F.unfold(xs, 3, padding=1).transpose(1, 2).reshape(-1, 9 * k).double()
+            a = torch.cat([cols, torch.ones(len(cols), 1, dtype=torch.float64)], 1)
+            target = (zs - self._placed(xs)).flatten(2).transpose(1, 2).reshape(-1, self.out_channels).double()
+            gram += a.T @ a
+            cross += a.T @ target
+        gram += ridge * torch.trace(gram) / len(gram) * torch.eye(len(gram), dtype=torch.float64)
+        sol = torch.linalg.solve(gram, cross)
+        self.linear.weight.copy_(sol[:-1].T.reshape(self.out_channels, k, 3, 3).float())
+        self.linear.bias.copy_(sol[-1].float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self._placed(x) + self.linear(x) + self.net(x))
 
 
 class FillRecovery(nn.Module):
@@ -88,7 +117,8 @@ class AECNNCodec(nn.Module):
 
     ``scales`` is ``calibrated`` (per-channel clipping scales fitted by ``calibrate`` on
     training data and stored with the codec) or ``per-sample`` (in the header); ``grid`` is
-    the entropy model's spatial context (see ``entropy.py``). ``recovery`` and
+    the entropy model's spatial cells and ``context`` whether it also conditions on each symbol's
+    neighbours (see ``entropy.py``). ``recovery`` and
     ``entropy_coded=False`` (fixed-length symbols) exist for the ablations of ``grl_aecnn.ablate``.
     """
 
@@ -98,19 +128,19 @@ class AECNNCodec(nn.Module):
 
     def __init__(self, shape: tuple[int, int, int], channels: tuple[int, ...], bits: int, width: int = 64,
                  scales: str = "calibrated", clip_percentile: float = 99.5, grid: int = 8,
-                 recovery: str = "learned", entropy_coded: bool = True):
+                 recovery: str = "learned", entropy_coded: bool = True, context: bool = False):
         super().__init__()
         if scales not in SCALE_MODES:
             raise ValueError(f"scales must be one of {SCALE_MODES}, got {scales!r}")
         if recovery not in RECOVERY_MODES:
             raise ValueError(f"recovery must be one of {RECOVERY_MODES}, got {recovery!r}")
         self.shape, self.channels, self.bits = tuple(shape), tuple(channels), bits
-        self.scale_mode, self.clip_percentile, self.grid = scales, clip_percentile, grid
+        self.scale_mode, self.clip_percentile, self.grid, self.context = scales, clip_percentile, grid, context
         self.recovery_mode, self.entropy_coded = recovery, entropy_coded
         self.recovery = FeatureRecovery(self.channels, shape[0], width) if recovery == "learned" else \
             FillRecovery(self.channels, shape[0])
         self.register_buffer("scales", torch.zeros(len(self.channels)))
-        self.entropy = SymbolTables(len(self.channels), shape[1:], q.levels(bits) + 1, grid)
+        self.entropy = SymbolTables(len(self.channels), shape[1:], q.levels(bits) + 1, grid, context)
 
     @classmethod
     def specs(cls, cfg: "CodecsConfig", importance: np.ndarray | None, channels_total: int) -> list[Spec]:
@@ -122,7 +152,8 @@ class AECNNCodec(nn.Module):
                 raise ValueError(f"codecs.aecnn.kept_channels: {k} > {channels_total} channels at the split")
             specs += [{"codec": cls.kind, "id": f"aecnn-k{k}-b{b}", "kept_channels": k, "bits": b,
                        "channels": list(top_channels(importance, k)), "width": p.decoder_width,
-                       "scales": p.scales, "clip_percentile": p.clip_percentile, "grid": cfg.entropy_grid}
+                       "scales": p.scales, "clip_percentile": p.clip_percentile, "grid": cfg.entropy_grid,
+                       "context": cfg.entropy_context}
                       for b in p.bits]
         return specs
 
@@ -130,7 +161,7 @@ class AECNNCodec(nn.Module):
     def from_spec(cls, spec: Spec, shape: tuple[int, int, int]) -> "AECNNCodec":
         return cls(shape, tuple(spec["channels"]), spec["bits"], spec["width"], spec["scales"],
                    spec["clip_percentile"], spec["grid"], spec.get("recovery", "learned"),
-                   spec.get("entropy_coded", True))
+                   spec.get("entropy_coded", True), spec.get("context", False))
 
     @property
     def symbols(self) -> SymbolModel | None:
@@ -142,11 +173,15 @@ class AECNNCodec(nn.Module):
 
     # -- training path (differentiable after the quantiser; the head is frozen) ---------------
     def calibrate(self, z: torch.Tensor) -> None:
-        """Fit the clipping scales (and a mean fill) on training split tensors [N, C, H, W] (before training)."""
+        """Fit the clipping scales, then the decoder's linear prediction (or a mean fill), on training
+        split tensors [N, C, H, W] (before training)."""
         if self.recovery_mode == "mean":
             self.recovery.fill.copy_(z.mean(dim=(0, 2, 3)))
         if self.calibrated:
             self.scales.copy_(torch.from_numpy(q.calibrate(z[:, list(self.channels)].numpy(), self.clip_percentile)))
+        if self.recovery_mode == "learned":
+            scales = self.scales if self.calibrated else None
+            self.recovery.fit_linear(q.fake_quantize(z[:, list(self.channels)], self.bits, scales), z)
 
     prepare = calibrate
 

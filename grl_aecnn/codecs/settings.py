@@ -83,6 +83,8 @@ class CodecsConfig(Section):
     deepjscc: DeepJSCCPoints = DeepJSCCPoints()
     entropy_grid: int = Field(8, ge=1, le=64, description="Entropy model context: symbol frequencies per channel in each "
                                                    "cell of a grid x grid split of the plane (1: per channel).")
+    entropy_context: bool = Field(True, description="Code AECNN symbols (up to 4 bits) under the context of their "
+                                                    "neighbours in the previous channel, above and left.")
     train_samples: int | None = Field(None, ge=16, le=10**9,
                                       description="Training images for codec training (None: all).")
     val_samples: int = Field(500, ge=16, le=10**9, description="Validation images for each trial's reported accuracy.")
