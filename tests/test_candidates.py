@@ -12,7 +12,7 @@ from grl_aecnn.evaluation.harness import actor_name, default_specs
 from grl_aecnn.evaluation.settings import EvaluationConfig
 from grl_aecnn.policies.base import bind_policy
 from grl_aecnn.policies.candidates import (CandidateCritic, critic_from_meta, draw_table, expected_rewards, order_preserving,
-                                           least_confident, realisations, sampled, to_local)
+                                           least_confident, realisations, sampled, single_changes, to_local)
 from grl_aecnn.policies.registry import PolicySpec
 from grl_aecnn.policies.settings import ACTOR_ONLY, CriticConfig
 from grl_aecnn.profile import load_profile
@@ -89,8 +89,9 @@ def test_the_critic_maximises_the_sampled_expected_reward() -> None:
 
 @pytest.mark.parametrize("seed", range(3))
 def test_polish_only_raises_the_sampled_expected_reward(seed: int) -> None:
-    """Each polish round is one single-device change among the least confident devices' top actions,
-    kept only if it raises the mean reward over the same draws the candidates were scored on."""
+    """Each polish round is one single-device change (any device to local, or one of the least
+    confident devices to one of its top offloads), kept only if it raises the mean reward over
+    the same draws the candidates were scored on."""
     env = MECEnv(NOISY, PROFILE, ["aecnn"], seed=seed)
     obs, _ = env.reset(seed=seed)
     logits, mask, est = random_logits(env, obs, np.random.default_rng(seed)), obs["action_mask"], env.estimated_state()
@@ -104,7 +105,7 @@ def test_polish_only_raises_the_sampled_expected_reward(seed: int) -> None:
     assert values[0] <= values[1] + 1e-9 <= values[2] + 2e-9
     changed = np.flatnonzero(picks[1] != picks[0])
     assert changed.size == 1 and values[1] > values[0]  # random logits leave room: one device changes
-    assert changed[0] in least_confident(logits, mask, base.polish_devices)
+    assert picks[1][changed[0]] == 0 or changed[0] in least_confident(logits, mask, base.polish_devices)
     env.check_action(picks[2])
 
 
@@ -162,3 +163,14 @@ def test_evaluation_runs_the_subjects_actor_alone_beside_it() -> None:
     actor = specs[actor_name("grl-aecnn")]
     assert actor.path == "x" and actor.params["critic"] == ACTOR_ONLY.model_dump()
     assert actor_name("grl-deepjscc") not in specs and "critic" not in specs["grl-aecnn"].params
+
+
+def test_polish_may_move_any_device_to_local_but_offloads_only_the_least_confident() -> None:
+    env = MECEnv(NOISY, PROFILE, ["aecnn"], seed=4)
+    obs, _ = env.reset(seed=4)
+    logits, mask = random_logits(env, obs, np.random.default_rng(4)), obs["action_mask"]
+    unsure = least_confident(logits, mask, 2)
+    device, action = single_changes(logits, mask, 2, unsure)
+    choosers = np.flatnonzero((mask[:, 0] > 0) & ((mask > 0).sum(axis=1) > 1))
+    assert set(device[action == 0]) == set(choosers)
+    assert set(device[action > 0]) <= set(unsure) and np.all(mask[device, action] > 0)

@@ -226,13 +226,16 @@ class ContextModel(SymbolModel):
 
     def decode(self, payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
         base = _planned(self, shape, self._base)
-        out = np.zeros(shape, dtype=np.int32)
+        prev, up, left = _neighbours(*shape)
+        buckets = min(self.alphabet, CONTEXT_BUCKETS)
+        out = np.zeros(shape[0] * shape[1] * shape[2], dtype=np.int32)
+        seen = np.zeros(len(out) + 1, dtype=np.int64)  # decoded symbols' buckets; the last entry: outside
 
         def run(coder: Any) -> np.ndarray:
-            flat = out.reshape(-1)
             for group in self._order(*shape[1:]):
-                ctx = contexts(out, self.alphabet).reshape(-1)[group]
-                flat[group] = coder.decode(FAMILY, self._flat[base[group] + ctx])
+                ctx = (seen[prev[group]] * buckets + seen[up[group]]) * buckets + seen[left[group]]
+                out[group] = coder.decode(FAMILY, self._flat[base[group] + ctx])
+                seen[group] = out[group] * buckets // self.alphabet
             return out
 
         return self._exact(payload, shape, run)
@@ -241,6 +244,14 @@ class ContextModel(SymbolModel):
         if (h, w) not in self._orders:
             self._orders[(h, w)] = wavefronts(self.channels, h, w)
         return self._orders[(h, w)]
+
+
+def _neighbours(k: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat indices of every symbol's previous-channel, above and left neighbours in [k, H, W]
+    (k*H*W where there is none), the same neighbours as ``contexts``."""
+    c, i, j = np.unravel_index(np.arange(k * h * w), (k, h, w))
+    flat, none = np.arange(k * h * w), k * h * w
+    return (np.where(c > 0, flat - h * w, none), np.where(i > 0, flat - w, none), np.where(j > 0, flat - 1, none))
 
 
 def _bases(k: int, h: int, w: int, cells: tuple[int, int], ctx: int) -> np.ndarray:

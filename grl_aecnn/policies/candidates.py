@@ -79,14 +79,17 @@ def least_confident(logits: np.ndarray, mask: np.ndarray, most: int) -> np.ndarr
 
 def single_changes(logits: np.ndarray, mask: np.ndarray, choices: int,
                    devices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(device, action) pairs a polish step may try: each of ``devices`` to local or to one of
-    its ``choices`` best-scored offloads. The actor prunes the search: of the 1 + M V actions
-    of a device only these few are ever scored, and only for the devices it is least sure of."""
-    scores = np.where(mask > 0, logits, -np.inf)[devices]
-    scores[:, 0] = -np.inf  # local is always a change to try
+    """(device, action) pairs a polish step may try: every device with a choice to local, and
+    each of ``devices`` to one of its ``choices`` best-scored offloads. The actor prunes the
+    search: of the 1 + M V actions of a device only these few are ever scored, and other
+    offloads only for the devices it is least sure of. Local stays open to all, since in a
+    crowded slot the actor can be sure of an offload that no longer fits."""
+    allowed_actions = mask > 0
+    deciding = np.flatnonzero(allowed_actions[:, 0] & (allowed_actions.sum(axis=1) > 1))
+    scores = np.where(allowed_actions, logits, -np.inf)[devices]
+    scores[:, 0] = -np.inf
     order = np.argsort(-scores, axis=1)[:, :choices]
     allowed = np.isfinite(np.take_along_axis(scores, order, axis=1))
-    deciding = devices[allowed[:, 0]]
     device = np.concatenate([deciding, np.repeat(devices, allowed.sum(axis=1))])
     action = np.concatenate([np.zeros(deciding.size, dtype=np.int64), order[allowed]])
     return device, action.astype(np.int64)

@@ -37,11 +37,12 @@ class CriticConfig(Section):
     to_local: int = Field(8, ge=0, le=4096, description="Cut-back candidates: the argmax with its 1, 2, ... least "
                                                       "convincing offloads run locally.")
     sampled: int = Field(8, ge=0, le=4096, description="Candidates drawn from the actor's per-device softmax.")
-    polish: int = Field(2, ge=0, le=4096, description="Rounds of the best single-device change (local, or one of "
-                                                   "its `polish_choices` best offloads) while the expected reward rises.")
+    polish: int = Field(2, ge=0, le=4096, description="Rounds of the best single-device change (to local, or to one "
+                                                   "of its `polish_choices` best offloads) while the expected reward rises.")
     polish_choices: int = Field(2, ge=1, le=4096, description="Offloads per device a polish round tries.")
-    polish_devices: int = Field(8, ge=1, le=4096, description="Devices a polish round may change: those whose two "
-                                                            "best actions the actor rates closest.")
+    polish_devices: int = Field(8, ge=1, le=4096, description="Devices a polish round may move to another offload: "
+                                                            "those whose two best actions the actor rates closest "
+                                                            "(any device may move to local).")
     samples: int = Field(8, ge=1, le=4096, description="Realisations of channel and capacity each candidate is "
                                                      "scored on (the same for all; 1 when the model is error-free).")
 

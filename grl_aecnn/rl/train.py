@@ -314,7 +314,9 @@ def rllib_config(cfg: ExperimentConfig, env: dict[str, Any] | Any) -> RLlibPPOCo
         .environment(ENV_NAME, env_config=env)
         .env_runners(num_env_runners=ppo.num_env_runners, num_envs_per_env_runner=ppo.num_envs_per_env_runner,
                      gym_env_vectorize_mode=gym.VectorizeMode.VECTOR_ENTRY_POINT)
-        .learners(num_learners=0, learner_class=None if ppo.credit == "slot" else DeviceCreditPPOLearner)
+        .learners(num_learners=0, num_cpus_per_learner=ppo.cpus_per_trial,
+                  learner_class=None if ppo.credit == "slot" else DeviceCreditPPOLearner)
+        .resources(num_cpus_for_main_process=ppo.cpus_per_trial)
         .training(lr=ppo.lr, gamma=ppo.gamma, lambda_=ppo.gae_lambda, train_batch_size_per_learner=ppo.train_batch_size,
                   minibatch_size=ppo.minibatch_size, num_epochs=ppo.num_epochs, clip_param=ppo.clip_param,
                   entropy_coeff=ppo.entropy_coeff, vf_loss_coeff=ppo.vf_loss_coeff, grad_clip=ppo.grad_clip)
