@@ -102,6 +102,8 @@ BAD_OVERRIDES = [
     ("scenario.episode_slots=100000000000", "scenario.episode_slots"),
     ("ray.object_store_memory_mb=1000000000000", "ray.object_store_memory_mb"),
     ("codecs.entropy_grid=100000", "codecs.entropy_grid"),
+    ("codecs.entropy_context=maybe", "codecs.entropy_context: Input should be a valid boolean"),
+    ("policy.ppo.cpus_per_trial=0", "policy.ppo.cpus_per_trial: Input should be greater than 0"),
     # names, folders
     ("name=../escape", "name: '../escape' is not allowed"),
     ("name=a/b", "name: 'a/b' is not allowed"),

@@ -24,6 +24,7 @@ symbols certain) emits no words; its payload is one zero byte, so no payload is 
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import constriction
@@ -151,17 +152,36 @@ def context_count(alphabet: int) -> int:
     return min(alphabet, CONTEXT_BUCKETS) ** 3
 
 
+def _bucket(symbols: np.ndarray, alphabet: int) -> np.ndarray:
+    return symbols * min(alphabet, CONTEXT_BUCKETS) // alphabet
+
+
+def _context_of(buckets: np.ndarray, at: tuple[np.ndarray, np.ndarray, np.ndarray], alphabet: int) -> np.ndarray:
+    """Context codes from neighbour buckets (last axis: flat [k*H*W] plus a 0 for outside) at the
+    (previous channel, above, left) indices ``at``."""
+    prev, up, left = at
+    n = min(alphabet, CONTEXT_BUCKETS)
+    return (buckets[..., prev] * n + buckets[..., up]) * n + buckets[..., left]
+
+
 def contexts(symbols: np.ndarray, alphabet: int) -> np.ndarray:
-    """Context of every symbol of [..., k, H, W] from its neighbours decoded before it (0 outside)."""
-    b = symbols * min(alphabet, CONTEXT_BUCKETS) // alphabet
-    prev, up, left = np.zeros_like(b), np.zeros_like(b), np.zeros_like(b)
-    prev[..., 1:, :, :] = b[..., :-1, :, :]
-    up[..., 1:, :] = b[..., :-1, :]
-    left[..., 1:] = b[..., :-1]
-    buckets = min(alphabet, CONTEXT_BUCKETS)
-    return (prev * buckets + up) * buckets + left
+    """Context of every symbol of [..., k, H, W], flat [..., k*H*W], from its neighbours decoded
+    before it (0 outside)."""
+    b = _bucket(symbols.reshape(*symbols.shape[:-3], -1), alphabet)
+    padded = np.concatenate([b, np.zeros((*b.shape[:-1], 1), dtype=b.dtype)], axis=-1)
+    return _context_of(padded, neighbours(*symbols.shape[-3:]), alphabet)
 
 
+@functools.lru_cache(maxsize=64)
+def neighbours(k: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat indices of every symbol's previous-channel, above and left neighbours in [k, H, W]
+    (k*H*W where there is none)."""
+    c, i, j = np.unravel_index(np.arange(k * h * w), (k, h, w))
+    flat, none = np.arange(k * h * w), k * h * w
+    return (np.where(c > 0, flat - h * w, none), np.where(i > 0, flat - w, none), np.where(j > 0, flat - 1, none))
+
+
+@functools.lru_cache(maxsize=64)
 def wavefronts(k: int, h: int, w: int) -> list[np.ndarray]:
     """Flat indices into [k, H, W] in coding order: channel by channel, one anti-diagonal
     (i + j = d, increasing i) at a time. Every symbol's context lies in earlier groups."""
@@ -185,7 +205,6 @@ class ContextModel(SymbolModel):
         self.probs = probs / probs.sum(axis=4, keepdims=True)
         self._flat = np.ascontiguousarray(self.probs.reshape(-1, probs.shape[4]), dtype=np.float32)
         self._bases: dict[tuple[int, int], np.ndarray] = {}
-        self._orders: dict[tuple[int, int], list[np.ndarray]] = {}
 
     @property
     def alphabet(self) -> int:
@@ -197,7 +216,7 @@ class ContextModel(SymbolModel):
         n, k, h, w = symbols.shape
         cells, ctx = (min(grid, h), min(grid, w)), context_count(alphabet)
         base = _bases(k, h, w, cells, ctx)
-        flat = (base[None] + contexts(symbols, alphabet).reshape(n, -1)) * alphabet + symbols.reshape(n, -1)
+        flat = (base[None] + contexts(symbols, alphabet)) * alphabet + symbols.reshape(n, -1)
         counts = np.bincount(flat.reshape(-1), minlength=k * cells[0] * cells[1] * ctx * alphabet)
         return cls(counts.reshape(k, *cells, ctx, alphabet) + PRIOR_COUNT)
 
@@ -212,7 +231,7 @@ class ContextModel(SymbolModel):
 
     def rows(self, symbols: np.ndarray) -> np.ndarray:
         """Per-symbol probabilities ``[k*h*w, alphabet]`` of a [k, h, w] tensor, from its contexts."""
-        return self._flat[self._base(*symbols.shape[1:]) + contexts(symbols, self.alphabet).reshape(-1)]
+        return self._flat[self._base(*symbols.shape[1:]) + contexts(symbols, self.alphabet)]
 
     def information_bits(self, symbols: np.ndarray) -> float:
         flat = symbols.reshape(-1, self.channels, *symbols.shape[-2:])
@@ -221,37 +240,23 @@ class ContextModel(SymbolModel):
 
     def encode(self, symbols: np.ndarray) -> bytes:
         self._check(symbols.shape)
-        order = np.concatenate(self._order(*symbols.shape[1:]))
+        order = np.concatenate(wavefronts(*symbols.shape))
         return _finish(symbols.reshape(-1)[order], self.rows(symbols)[order])
 
     def decode(self, payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
         base = _planned(self, shape, self._base)
-        prev, up, left = _neighbours(*shape)
-        buckets = min(self.alphabet, CONTEXT_BUCKETS)
+        at = neighbours(*shape)
         out = np.zeros(shape[0] * shape[1] * shape[2], dtype=np.int32)
         seen = np.zeros(len(out) + 1, dtype=np.int64)  # decoded symbols' buckets; the last entry: outside
 
         def run(coder: Any) -> np.ndarray:
-            for group in self._order(*shape[1:]):
-                ctx = (seen[prev[group]] * buckets + seen[up[group]]) * buckets + seen[left[group]]
+            for group in wavefronts(*shape):
+                ctx = _context_of(seen, tuple(a[group] for a in at), self.alphabet)
                 out[group] = coder.decode(FAMILY, self._flat[base[group] + ctx])
-                seen[group] = out[group] * buckets // self.alphabet
+                seen[group] = _bucket(out[group], self.alphabet)
             return out
 
         return self._exact(payload, shape, run)
-
-    def _order(self, h: int, w: int) -> list[np.ndarray]:
-        if (h, w) not in self._orders:
-            self._orders[(h, w)] = wavefronts(self.channels, h, w)
-        return self._orders[(h, w)]
-
-
-def _neighbours(k: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Flat indices of every symbol's previous-channel, above and left neighbours in [k, H, W]
-    (k*H*W where there is none), the same neighbours as ``contexts``."""
-    c, i, j = np.unravel_index(np.arange(k * h * w), (k, h, w))
-    flat, none = np.arange(k * h * w), k * h * w
-    return (np.where(c > 0, flat - h * w, none), np.where(i > 0, flat - w, none), np.where(j > 0, flat - 1, none))
 
 
 def _bases(k: int, h: int, w: int, cells: tuple[int, int], ctx: int) -> np.ndarray:

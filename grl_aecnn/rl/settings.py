@@ -49,7 +49,7 @@ class PPOConfig(Section):
     grad_clip: float | None = Field(1.0, gt=0)
 
     # -- scale-out and fault tolerance ----------------------------------------------------
-    num_env_runners: int = Field(0, ge=0, le=4096, description="0: sample in the trial's own process (1 CPU per trial).")
+    num_env_runners: int = Field(0, ge=0, le=4096, description="0: sample in the trial's own process (its `cpus_per_trial`).")
     num_envs_per_env_runner: int = Field(8, ge=1, le=4096, description="Simulator copies stepped together per runner.")
     max_concurrent_trials: int = Field(0, ge=0, le=4096, description="Policies trained at once; 0: as many as CPUs allow.")
     cpus_per_trial: float = Field(1.0, gt=0, le=1024, description="CPUs Ray reserves for each policy's trial process "
