@@ -48,21 +48,25 @@ def png_sizes(split: ImageSplit, indices: np.ndarray) -> np.ndarray:
     return np.asarray(sizes, dtype=np.int64)
 
 
-def _read_rows(batch: dict[str, np.ndarray], z: SplitArray, labels: np.ndarray) -> dict[str, np.ndarray]:
+def _read_rows(batch: dict[str, np.ndarray], z: SplitArray, labels: np.ndarray,
+               stream: np.ndarray) -> dict[str, np.ndarray]:
     index = batch["data"]
-    return {"index": index, "tensor": z[index].numpy(), "label": labels[index]}
+    return {"index": index, "tensor": z[index].numpy(), "label": labels[index], "stream": stream[index]}
 
 
-def split_tensor_dataset(z: SplitArray, labels: np.ndarray, blocks: int) -> "Any":
-    """A Ray Dataset with one row per sample: index, tensor [C, H, W] float32, label; the
-    tensors are read from the shards by the Ray Data tasks, a block at a time."""
+def split_tensor_dataset(z: SplitArray, labels: np.ndarray, blocks: int, stream: np.ndarray | None = None) -> "Any":
+    """A Ray Dataset with one row per sample: index, tensor [C, H, W] float32, label, and whether
+    the sample is coded through real bitstreams (``stream``, default all); the tensors are read
+    from the shards by the Ray Data tasks, a block at a time."""
     import ray.data
 
     # The row indices are made in the driver (`from_numpy`, no read task): a read task would
     # hold a CPU the measuring actors wait for, and with as many actors as CPUs the streaming
     # executor backpressures it forever (seen on 2 CPUs with 2 actors).
     ds = ray.data.from_numpy(np.array_split(np.arange(len(z)), max(1, min(blocks, len(z)))))
-    return ds.map_batches(_read_rows, fn_kwargs={"z": z, "labels": np.asarray(labels)}, batch_format="numpy")
+    stream = np.ones(len(z), dtype=bool) if stream is None else np.asarray(stream, dtype=bool)
+    return ds.map_batches(_read_rows, fn_kwargs={"z": z, "labels": np.asarray(labels), "stream": stream},
+                          batch_format="numpy")
 
 
 def measure_dataset(ds: "Any", udf: type, constructor_kwargs: dict[str, Any], workers: int,

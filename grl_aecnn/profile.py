@@ -72,6 +72,10 @@ class OperatingPoint(_Strict):
     accuracy: float = Field(ge=0, le=1, description="Top-1 on the test split (analog: at the training SNR); "
                                                     "trained codecs: the mean over seeds.")
     accuracy_ci95: float | None = Field(None, ge=0, description="Half-width of the 95 % t-interval over seeds.")
+    drop_ci95: float | None = Field(None, ge=0, description="Half-width of the 95 % interval of the top-1 drop "
+                                                            "against the clean backbone that the finite test set "
+                                                            "leaves (paired over the same images, seeds averaged "
+                                                            "per image).")
     seeds: list[SeedResult] | None = Field(None, description="Per-seed results of a trained codec.")
     accuracy_vs_snr: list[SnrPoint] | None = None
     device_flops: float = Field(ge=0, description="Head + encoder FLOPs run on the device.")

@@ -14,6 +14,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import numpy as np
 from data_pipelines.shards import SplitArray
@@ -49,7 +50,7 @@ def sweep_config(tiny_config):
         "name": "tiny", "output_dir": tiny_config.output_dir, "data.dataset": "digits", "data.input_size": 32,
         "ray.num_cpus": 2, "codecs.train": "[aecnn, bottlenetpp]", "codecs.aecnn.kept_channels": "[2]",
         "codecs.aecnn.bits": "[2]", "codecs.bottlenetpp.channels": "[1]", "codecs.train_samples": 96,
-        "codecs.val_samples": 32, "codecs.test_samples": 48, "codecs.batch_size": 48,
+        "codecs.val_samples": 32, "codecs.test_samples": 48, "codecs.stream_samples": 24, "codecs.batch_size": 48,
         "codecs.max_concurrent_trials": 1, "codecs.measure_workers": 1, "codecs.measure_batch_size": 24,
         "codecs.seeds": 2,
         "codecs.aecnn.decoder_width": 16, "codecs.bottlenetpp.width": 16, "codecs.tail_finetune": "first",
@@ -134,12 +135,15 @@ def test_sweep_writes_profile_and_resumes(ray_local, sweep_config):
     assert len(ranking) == profile.backbone.split_shape[0]
 
     # the pruned channels are the top of the importance ranking, and the profile's payload is
-    # the mean length of real bitstreams of the test split tensors
+    # the mean length of real bitstreams of the streamed part of the test split tensors
     tail = split_resnet(model, "stem")[1]
     codec, spec = load_codec((stage / "codecs" / "aecnn-k2-b2.safetensors").read_bytes(), tail)
     assert list(codec.channels) == sorted(ranking[:2])
     test_z = SplitArray.open(stage / "split_tensors" / "test", in_memory_bytes=0)[:].numpy()  # read from shards
-    assert aecnn.seeds[0].payload_bytes == pytest.approx(np.mean([len(codec.encode(x)) for x in test_z]))
+    streamed = load_file(str(stage / "split_tensors.safetensors"))["test_stream"].numpy()
+    assert len(test_z) == 48 and streamed.sum() == 24
+    assert aecnn.seeds[0].payload_bytes == pytest.approx(np.mean([len(codec.encode(x)) for x in test_z[streamed]]))
+    assert aecnn.drop_ci95 is not None
 
     # reproducible: AECNN alone (other trials, other order), uninterrupted, both seeds at once, in
     # another run folder: the same points but for measured times; resuming that finished run

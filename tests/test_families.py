@@ -29,6 +29,20 @@ FAMILIES = [("resnet18", "layer2", (128, 4, 4)), ("mobilenet_v2", "stage2", (24,
             ("efficientnet_b0", "stage1", (16, 16, 16))]
 
 
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(arch, split) -> the family's config, backbone, sweep inputs, profile and codec weights,
+    trained once per module."""
+    done = {}
+
+    def get(arch: str, split: str):
+        if (arch, split) not in done:
+            done[arch, split] = _profile(tmp_path_factory.mktemp(arch), arch, split)
+        return done[arch, split]
+
+    return get
+
+
 def _profile(tmp_path, arch: str, split: str):
     cfg = load_config("tiny", [f"output_dir={tmp_path}", f"backbone.arch={arch}", f"codecs.split={split}",
                                "codecs.train_samples=64", "codecs.val_samples=16", "codecs.test_samples=16",
@@ -47,17 +61,22 @@ def _profile(tmp_path, arch: str, split: str):
         trained = train_codec(codec, tail, t["train_z"], t["train_y"], cfg.codecs, 0, lambda *_: None,
                               t.get("train_teacher"))
         blobs[spec["id"]] = save_codec(codec, spec, inputs.shape, tail, trained)
-    measurer = CodecMeasurer({"arch": arch, "num_classes": inputs.num_classes, "split": split, "state": inputs.state},
-                             list(blobs.values()), _eval_snrs(cfg.codecs))
-    n = len(t["test_y"])
-    frame = pd.DataFrame(measurer({"tensor": t["test_z"][:].numpy(), "label": t["test_y"].numpy(),
-                                   "index": np.arange(n)}))
+    frame = _measure(cfg, inputs, blobs, np.ones(len(t["test_y"]), dtype=bool))
     return cfg, model, inputs, build_profile(inputs, model, frame, specs, blobs), blobs
 
 
+def _measure(cfg, inputs, blobs: dict[str, bytes], stream: np.ndarray) -> pd.DataFrame:
+    """The measurement rows of every test image, those in `stream` coded through real bitstreams."""
+    t = inputs.tensors
+    measurer = CodecMeasurer({"arch": inputs.arch, "num_classes": inputs.num_classes, "split": inputs.split,
+                              "state": inputs.state}, list(blobs.values()), _eval_snrs(cfg.codecs))
+    return pd.DataFrame(measurer({"tensor": t["test_z"][:].numpy(), "label": t["test_y"].numpy(),
+                                  "index": np.arange(len(stream)), "stream": stream}))
+
+
 @pytest.mark.parametrize(("arch", "split", "shape"), FAMILIES)
-def test_family_runs_through_codecs_profile_and_simulator(tmp_path, arch: str, split: str, shape: tuple):
-    cfg, model, inputs, profile, blobs = _profile(tmp_path, arch, split)
+def test_family_runs_through_codecs_profile_and_simulator(trained, arch: str, split: str, shape: tuple):
+    cfg, model, inputs, profile, blobs = trained(arch, split)
     info = split_info(model, split, 32)
     assert inputs.shape == shape == profile.backbone.split_shape and profile.backbone.arch == arch
     assert profile.backbone.total_flops == pytest.approx(count_flops(model, torch.zeros(1, 3, 32, 32)))
@@ -90,3 +109,27 @@ def test_family_runs_through_codecs_profile_and_simulator(tmp_path, arch: str, s
         latency[scale] = np.array([slot_outcome(sc, pts, state, a).latency[0, 0] for a in actions])
     assert np.isfinite(latency[0.0]).all()
     assert latency[1.0] - latency[0.0] == pytest.approx(pts.encode_s, rel=1e-6)
+
+
+def test_images_off_the_stream_subset_score_as_their_bitstreams(trained):
+    """The images not coded to bytes take the export's symbol path: every prediction equals the
+    one from decoding its real stream, and only the streamed images count bytes and times."""
+    cfg, model, inputs, _, blobs = trained("resnet18", "layer2")
+    n = len(inputs.tensors["test_y"])
+    streamed = _measure(cfg, inputs, blobs, np.ones(n, dtype=bool))
+    half = np.arange(n) % 2 == 0
+    mixed = _measure(cfg, inputs, blobs, half)
+    assert (mixed.correct.to_numpy() == streamed.correct.to_numpy()).all()
+    digital = mixed.point.str.startswith(("aecnn", "bottlenetpp")).to_numpy()
+    on_stream = np.tile(half, len(mixed) // n)
+    assert mixed.payload_bytes[digital & on_stream].gt(0).all()
+    assert mixed.payload_bytes[digital & ~on_stream].isna().all() and mixed.encode_ms[digital & ~on_stream].isna().all()
+
+    specs = point_specs(cfg.codecs, inputs.importance, inputs.shape[0])
+    profile = {p.id: p for p in build_profile(inputs, model, mixed, specs, blobs).points}
+    aecnn = mixed[mixed.point == "aecnn-k2-b2"]
+    assert profile["aecnn-k2-b2"].payload_bytes == pytest.approx(aecnn.payload_bytes[half].mean())
+    assert profile["aecnn-k2-b2"].accuracy == pytest.approx(aecnn.correct.mean())
+    clean = mixed[mixed.point == "clean"].correct.to_numpy(float)
+    drop = clean - aecnn.correct.to_numpy(float)
+    assert profile["aecnn-k2-b2"].drop_ci95 == pytest.approx(1.96 * drop.std(ddof=1) / np.sqrt(n))

@@ -89,7 +89,12 @@ class CodecsConfig(Section):
                                       description="Training images for codec training (None: all).")
     val_samples: int = Field(500, ge=16, le=10**9, description="Validation images for each trial's reported accuracy.")
     test_samples: int | None = Field(None, ge=16, le=10**9,
-                                     description="Test images measured for the profile (None: all).")
+                                     description="Test images the profile's accuracies are measured on (None: all).")
+    stream_samples: int | None = Field(None, ge=16, le=10**9,
+                                       description="Of those, the images coded through real bitstreams: payload "
+                                                   "bytes and coder times are their mean (None: all). The rest "
+                                                   "take the same quantised symbols without the lossless "
+                                                   "entropy coder, for accuracy only.")
     schedule: Schedule = Schedule()
     seeds: int = Field(1, ge=1, le=100, description="Trainings of every point, each from its own seed; the "
                                                      "profile's accuracy and bytes are their mean, with a 95 % "

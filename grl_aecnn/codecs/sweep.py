@@ -68,7 +68,9 @@ class SweepInputs:
     input_size: int
     split: str
     state: dict[str, torch.Tensor]
-    tensors: dict[str, Any]  # train_z, val_z, test_z (SplitArray); train_y, val_y, test_y, test_png[, train_teacher]
+    # train_z, val_z, test_z (SplitArray); train_y, val_y, test_y, test_stream (bool: coded through
+    # bitstreams), test_png (PNG bytes of the streamed images)[, train_teacher]
+    tensors: dict[str, Any]
     importance: np.ndarray | None
 
     @property
@@ -149,8 +151,11 @@ def prepare_inputs(cfg: ExperimentConfig, model: torch.nn.Module, meta: dict[str
             idx = _subset(split.labels, n, cfg.seed, stream)
             tensors[f"{name}_z"], tensors[f"{name}_y"] = extract_split_tensors(head, split, idx,
                                                                                stage / SHARDS / name)
-            if name == "test":
-                tensors["test_png"] = torch.from_numpy(png_sizes(split, idx))
+            if name == "test":  # bytes are counted on a stratified part of the scored images
+                streamed = _subset(split.labels[idx], c.stream_samples, cfg.seed, stream)
+                tensors["test_stream"] = torch.zeros(len(idx), dtype=torch.bool).index_fill_(
+                    0, torch.from_numpy(streamed), True)
+                tensors["test_png"] = torch.from_numpy(png_sizes(split, idx[streamed]))
         if needs_teacher(c):  # the clean tail's logits: every trial distils them, so computed once here
             tensors["train_teacher"] = teacher_logits(tail, tensors["train_z"])
         save_file({k: v for k, v in tensors.items() if isinstance(v, torch.Tensor)}, str(cache))
@@ -419,7 +424,9 @@ def measure_points(cfg: ExperimentConfig, inputs: SweepInputs, blobs: list[bytes
     t = inputs.tensors
     backbone = ray.put({"arch": inputs.arch, "num_classes": inputs.num_classes, "split": inputs.split,
                         "state": inputs.state})
-    ds = split_tensor_dataset(t["test_z"], t["test_y"].numpy(), blocks=4 * c.measure_workers)
+    stream = t.get("test_stream")  # absent in a cache from before the split: every image streamed
+    ds = split_tensor_dataset(t["test_z"], t["test_y"].numpy(), 4 * c.measure_workers,
+                              None if stream is None else stream.numpy())
     kwargs = {"backbone": backbone, "codecs": ray.put(blobs), "eval_snr_db": _eval_snrs(c), "seed": cfg.seed}
     try:
         return measure_dataset(ds, CodecMeasurer, kwargs, c.measure_workers, c.measure_batch_size)
@@ -434,14 +441,23 @@ def _eval_snrs(c: CodecsConfig) -> list[float]:
     return sorted(set(c.deepjscc.eval_snr_db) | {c.deepjscc.train_snr_db})
 
 
-def _seed_results(rows: Any) -> dict[str, Any]:
+def _drop_ci95(point_rows: Any, clean: Any) -> float:
+    """Half-width of the 95 % normal interval of mean(clean - point) over the test images: the
+    rows' correctness averaged over seeds per image, paired with the clean tail's on that image."""
+    per_image = point_rows.groupby("index").correct.mean()
+    diff = clean.reindex(per_image.index).to_numpy(float) - per_image.to_numpy(float)
+    return float(1.96 * diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+
+
+def _seed_results(rows: Any, drop_ci95: float) -> dict[str, Any]:
     """Per-seed results of one profile point and its fields: accuracy and payload as the mean over
-    seeds, with the accuracy's 95 % interval. `rows`: one row per seed (index: seed)."""
+    seeds, with the accuracy's 95 % interval over seeds and the test set's. `rows`: one row per seed
+    (index: seed)."""
     seeds = [SeedResult(seed=int(seed), accuracy=float(row.accuracy),
                         payload_bytes=None if np.isnan(row.payload) else float(row.payload))
              for seed, row in rows.iterrows()]
     acc, half = ci95([s.accuracy for s in seeds])
-    fields = {"accuracy": acc, "accuracy_ci95": half, "seeds": seeds,
+    fields = {"accuracy": acc, "accuracy_ci95": half, "drop_ci95": drop_ci95, "seeds": seeds,
               "encode_ms": float(rows.enc.mean()), "decode_ms": float(rows.dec.mean())}
     if seeds[0].payload_bytes is not None:
         fields["payload_bytes"] = float(np.mean([s.payload_bytes for s in seeds]))
@@ -458,7 +474,9 @@ def build_profile(inputs: SweepInputs, model: torch.nn.Module, frame: Any, specs
     digital = frame[frame.snr_db.isna()].groupby(["point", "seed"]).agg(**measures)
     analog = frame[frame.snr_db.notna()].groupby(["point", "snr_db", "seed"]).agg(**measures)
     analog["payload"] = np.nan
-    clean = float(digital.loc[(CLEAN, 0), "accuracy"])
+    clean_rows = frame[frame.point == CLEAN]
+    clean = float(clean_rows.correct.mean())
+    clean_per_image = clean_rows.groupby("index").correct.mean()
     png = float(inputs.tensors["test_png"].double().mean())
     backbone = BackboneInfo(arch=inputs.arch, input_size=inputs.input_size, dataset=inputs.dataset,
                             num_classes=inputs.num_classes, clean_accuracy=clean, total_flops=info.total_flops,
@@ -478,14 +496,16 @@ def build_profile(inputs: SweepInputs, model: torch.nn.Module, frame: Any, specs
         common = {"split": inputs.split, "device_flops": info.head_flops + enc_flops,
                   "server_flops": dec_flops + info.tail_flops}
         for variant in codec.variants(spec):
+            rows = frame[frame.point == variant.id]
             if codec.analog:
                 per_snr = analog.loc[variant.id]
                 table = [SnrPoint(snr_db=float(snr), accuracy=float(per_snr.loc[snr].accuracy.mean()))
                          for snr in per_snr.index.unique(level="snr_db")]
-                fields = _seed_results(per_snr.loc[spec["train_snr_db"]])
+                drop = _drop_ci95(rows[rows.snr_db == spec["train_snr_db"]], clean_per_image)
+                fields = _seed_results(per_snr.loc[spec["train_snr_db"]], drop)
                 fields["accuracy_vs_snr"] = table
             else:
-                fields = _seed_results(digital.loc[variant.id])
+                fields = _seed_results(digital.loc[variant.id], _drop_ci95(rows, clean_per_image))
                 fields["compression_ratio"] = info.float32_bytes / fields["payload_bytes"]
             points.append(OperatingPoint(id=variant.id, codec=codec.kind, **variant.fields, **fields, **common))
     return CodecProfile(version=PROFILE_VERSION, backbone=backbone, points=points)
@@ -554,7 +574,7 @@ def summarize(profile: CodecProfile, path: Path) -> dict[str, Any]:
         "best_aecnn_256x": None if best is None else {
             "id": best.id, "payload_bytes": best.payload_bytes, "compression_ratio": best.compression_ratio,
             "accuracy": best.accuracy, "accuracy_ci95": best.accuracy_ci95,
-            "loss_points": 100 * (clean - best.accuracy)},
+            "loss_points": 100 * (clean - best.accuracy), "loss_points_ci95": 100 * (best.drop_ci95 or 0.0)},
     }
 
 
@@ -579,4 +599,6 @@ def _log_stage(stage: Path, summary: dict[str, Any]) -> None:
     mlflow.log_metric("clean_accuracy", summary["clean_accuracy"])
     best = summary["best_aecnn_256x"]
     if best:
-        mlflow.log_metrics({"aecnn_256x_accuracy": best["accuracy"], "aecnn_256x_ratio": best["compression_ratio"]})
+        mlflow.log_metrics({"aecnn_256x_accuracy": best["accuracy"], "aecnn_256x_ratio": best["compression_ratio"],
+                            "aecnn_256x_loss_points": best["loss_points"],
+                            "aecnn_256x_loss_points_ci95": best["loss_points_ci95"]})
