@@ -72,8 +72,34 @@ def test_evaluate_writes_results_plots_report_and_logs(tmp_path: Path, mlflow_st
     # the headline scenario gets default_episodes, the sweep values episodes
     assert {(r["axis"], r["episodes"]) for r in rows} == {("default", "3"), ("bandwidth_hz", "2"), ("combination", "2")}
     assert summary["calibration"]["oracle_margin_over_best_fixed"] > 0
+    # the subject against the robust planner, paired over the default scenario's episodes
+    pair = {p["policy"]: p for p in summary["paired"]}["robust-planner"]
+    assert pair["reward"]["mean"] == pytest.approx(float(base["my-local"]["reward"]) -
+                                                   float(base["robust-planner"]["reward"]))
+    assert "## Paired differences (my-local, default scenario)" in report
     logged = mlflow.get_run(run.info.run_id).data.metrics
     assert "oracle.reward" in logged
+
+
+def test_paired_differences_pair_episodes_and_skip_the_subjects_own_variants() -> None:
+    from grl_aecnn.evaluation.harness import PolicyRun
+    from grl_aecnn.evaluation.report import paired_differences
+
+    def run(name: str, reward: list[float]) -> PolicyRun:
+        return PolicyRun(name, {"reward": reward, "success_rate": [1.0] * len(reward), "throughput": reward})
+
+    # the other policy is worse by 0.1 in every episode, though its own spread swamps that
+    runs = [run("me", [5.0, 9.0, 2.0, 7.0]), run("me:actor", [0.0] * 4), run("other", [4.9, 8.9, 1.9, 6.9]),
+            run("rule", [0.0] * 4), run("ref", [5.0, 9.0, 2.0, 7.0])]
+    rows = [{"axis": "default", "policy": r.policy, "learned": r.policy in ("me", "me:actor", "other")} for r in runs]
+    pairs = {p["policy"]: p for p in paired_differences(rows, runs, "me", ("ref",))}
+    assert set(pairs) == {"other", "ref"}  # not itself, its actor alone, or a rule that is not a reference
+    assert pairs["other"]["reward"]["mean"] == pytest.approx(0.1)
+    assert pairs["other"]["reward"]["ci95"] == pytest.approx(0.0, abs=1e-9) and pairs["other"]["reward"]["ahead"]
+    assert pairs["other"]["success_rate"] == {"mean": 0.0, "ci95": 0.0, "ahead": False}
+    assert not pairs["ref"]["reward"]["ahead"]
+    # side by side, the two intervals overlap
+    assert ci95(runs[0].episodes["reward"])[1] > 0.1
 
 
 def test_unknown_kind_and_sweep_axis_rejected(tmp_path: Path) -> None:

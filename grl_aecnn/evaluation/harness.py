@@ -249,11 +249,12 @@ def evaluate(profile: CodecProfile | str | Path, scenario: ScenarioConfig, ev: "
     pngs = plots.plot_axes(rows, out_dir) + plots.plot_ratios(rows, ev.subject, out_dir)
     calib = report.calibration(rows, default_runs)
     table = report.generalisation(rows, ev.subject)
-    report.write_report(out_dir / "report.md", rows, pngs, calib, table, ev.subject)
+    pairs = report.paired_differences(rows, default_runs, ev.subject, (ROBUST,))
+    report.write_report(out_dir / "report.md", rows, pngs, calib, table, ev.subject, pairs)
     _log_mlflow(rows, calib, [csv_path, out_dir / "report.md", *pngs])
     return {"results": str(csv_path), "report": str(out_dir / "report.md"), "calibration": calib,
             "default": {r["policy"]: {m: r[m] for m in METRICS} for r in rows if r["axis"] == "default"},
-            "generalisation": table}
+            "paired": pairs, "generalisation": table}
 
 
 LEARNED_KINDS = ("rllib", "droo")

@@ -1,5 +1,5 @@
-"""report.md: the default-scenario table, the generalisation table, calibration margins,
-operating-point mix, plots."""
+"""report.md: the default-scenario table, paired differences of the subject, the generalisation
+table, calibration margins, operating-point mix, plots."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from grl_aecnn.evaluation.plots import LABELS, REFERENCE_RATIOS
+from grl_aecnn.stats import ci95
 
 if TYPE_CHECKING:
     from grl_aecnn.evaluation.harness import PolicyRun
@@ -41,6 +42,46 @@ def calibration(rows: list[dict[str, Any]], default_runs: list["PolicyRun"]) -> 
                     "oracle_slots_with_several_points": sum(d > 1 for d in slots) / max(len(slots), 1),
                     **oracle.extra})
     return out
+
+
+PAIRED = ("reward", "success_rate", "throughput")
+
+
+def paired_differences(rows: list[dict[str, Any]], default_runs: list["PolicyRun"], subject: str,
+                       references: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The subject minus every other learned policy and the `references` on the default scenario,
+    per metric: the mean and 95 % t-interval of the per-episode differences. Every policy plays the
+    same seeded episodes, so the pairs share channels, tasks and capacity; the interval of the
+    difference is then far tighter than the two policies' own intervals side by side."""
+    runs = {r.policy: r for r in default_runs}
+    me = runs.get(subject)
+    if me is None:
+        return []
+    learned = {r["policy"] for r in rows if r["axis"] == "default" and r["learned"]}
+    out = []
+    for name, run in runs.items():
+        if name == subject or name.startswith(f"{subject}:") or not (name in learned or name in references):
+            continue
+        diffs = {}
+        for m in PAIRED:
+            mean, half = ci95([a - b for a, b in zip(me.episodes[m], run.episodes[m])])
+            diffs[m] = {"mean": mean, "ci95": half, "ahead": mean - half > 0}
+        out.append({"policy": name, **diffs})
+    return out
+
+
+def _paired_lines(pairs: list[dict[str, Any]], subject: str) -> list[str]:
+    if not pairs:
+        return []
+    lines = ["", f"## Paired differences ({subject}, default scenario)", "",
+             f"{subject} minus each policy, mean +- 95 % CI of the per-episode differences (the same seeded "
+             "episodes for both); **bold**: the interval lies above zero.", "",
+             "| policy | " + " | ".join(LABELS[m] for m in PAIRED) + " |", "|" + " --- |" * (1 + len(PAIRED))]
+    for pair in pairs:
+        cells = [("**{:+.3f} +- {:.3f}**" if pair[m]["ahead"] else "{:+.3f} +- {:.3f}").format(
+            pair[m]["mean"], pair[m]["ci95"]) for m in PAIRED]
+        lines.append(f"| {pair['policy']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def scenario_label(row: dict[str, Any]) -> str:
@@ -106,7 +147,7 @@ def _generalisation_lines(table: list[dict[str, Any]], subject: str) -> list[str
 
 
 def write_report(path: Path, rows: list[dict[str, Any]], pngs: list[Path], calib: dict[str, Any],
-                 table: list[dict[str, Any]], subject: str) -> None:
+                 table: list[dict[str, Any]], subject: str, pairs: list[dict[str, Any]]) -> None:
     default = sorted((r for r in rows if r["axis"] == "default"), key=lambda r: -r["reward"])
     lines = ["# Evaluation", "", "Default scenario; mean +- 95 % CI over seeded episodes (the same for every "
              "policy). Reward ratios: `/ oracle` to the oracle with perfect knowledge of the realised channel and "
@@ -122,6 +163,7 @@ def write_report(path: Path, rows: list[dict[str, Any]], pngs: list[Path], calib
         cells = [f"{r[m]:.3f} +- {r[f'{m}_ci95']:.3f}" for m in LABELS]
         ratios = [_fmt(r[key]) for key in REFERENCE_RATIOS]
         lines.append(f"| {r['policy']} | " + " | ".join(cells + ratios) + " |")
+    lines += _paired_lines(pairs, subject)
     lines += _generalisation_lines(table, subject)
     if calib:
         lines += ["", "## Calibration (do decisions matter?)", ""]
