@@ -103,6 +103,7 @@ BAD_OVERRIDES = [
     ("ray.object_store_memory_mb=1000000000000", "ray.object_store_memory_mb"),
     ("codecs.entropy_grid=100000", "codecs.entropy_grid"),
     ("codecs.entropy_context=maybe", "codecs.entropy_context: Input should be a valid boolean"),
+    ("codecs.stream_samples=3", "codecs.stream_samples: Input should be greater than or equal to 16"),
     ("policy.ppo.cpus_per_trial=0", "policy.ppo.cpus_per_trial: Input should be greater than 0"),
     # names, folders
     ("name=../escape", "name: '../escape' is not allowed"),

@@ -58,7 +58,7 @@ class CodecMeasurer:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         z = np.array(batch["tensor"], dtype=np.float32)  # a writable copy for torch
         labels = torch.tensor(batch["label"], dtype=torch.long)
-        stream = np.asarray(batch.get("stream", np.ones(len(z), dtype=bool)), dtype=bool)
+        stream = np.asarray(batch["stream"], dtype=bool)
         rows: list[tuple[str, int, float, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         self.tail.load_state_dict(self.base_tail)
         n = len(z)
