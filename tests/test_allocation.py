@@ -7,7 +7,7 @@ from itertools import combinations
 import numpy as np
 import pytest
 
-from grl_aecnn.sim.allocation import allocate, min_shares
+from grl_aecnn.sim.allocation import allocate, min_shares, stable_order
 
 
 def brute_force_count(b: np.ndarray, c: np.ndarray) -> int:
@@ -37,6 +37,34 @@ def test_min_shares_meet_the_deadline_exactly() -> None:
     grid = x[0] / (split * s[0]) + y[0] / ((1 - split) * s[0])
     assert b[0] + c[0] <= grid.min() + 1e-9
     assert np.isinf(min_shares(np.array([0.01]), np.array([0.01]), np.array([-0.1]))[0]).all()
+
+
+def test_min_shares_at_the_edges_follow_the_closed_form() -> None:
+    """Zero, tiny, huge, infinite and NaN needs and slacks, against the closed form written with
+    NumPy: 0 for an unused resource, inf whenever the deadline cannot be met, never NaN."""
+    rng = np.random.default_rng(3)
+    vals = np.array([0.0, 1e-300, 1e-12, 0.5, 3.0, 1e300, np.inf, np.nan])
+    x, y = rng.choice(vals, (4000,)), rng.choice(vals, (4000,))
+    slack = rng.choice(np.array([-1.0, 0.0, 1e-300, 1e-6, 0.05, 1.0, np.inf, np.nan]), (4000,))
+    with np.errstate(all="ignore"):
+        scale = np.where(slack > 0, (np.sqrt(x) + np.sqrt(y)) / slack, np.inf)
+        bad = ~np.isfinite(scale)
+        want_b = np.where(bad, np.inf, np.where(np.sqrt(x) > 0, np.sqrt(x) * scale, 0.0))
+        want_c = np.where(bad, np.inf, np.where(np.sqrt(y) > 0, np.sqrt(y) * scale, 0.0))
+        b, c = min_shares(x, y, slack)
+    np.testing.assert_array_equal(b, want_b)
+    np.testing.assert_array_equal(c, want_c)
+    assert not np.isnan(b).any() and not np.isnan(c).any()
+
+
+def test_stable_order_is_the_stable_argsort() -> None:
+    rng = np.random.default_rng(4)
+    for n in (1, 2, 7, 32):
+        for _ in range(50):
+            values = rng.choice(np.array([0.1, 0.2, 0.2, 0.5, np.inf]), n) * rng.integers(1, 3, n)
+            order = np.empty(n, dtype=np.int64)
+            stable_order(values, order)
+            np.testing.assert_array_equal(order, np.argsort(values, kind="stable"))
 
 
 def test_greedy_equals_brute_force_when_one_resource_binds() -> None:

@@ -31,6 +31,48 @@ def random_logits(env: MECEnv, obs: dict[str, np.ndarray], rng: np.random.Genera
     return np.where(obs["action_mask"] > 0, rng.normal(0, 2, obs["action_mask"].shape), -3.4e38).astype(np.float32)
 
 
+def reference_candidates(logits: np.ndarray, mask: np.ndarray, k: int, choices: int) -> tuple[np.ndarray, ...]:
+    """The candidate generators written with NumPy sorts, as the module docstring states them."""
+    scores = np.where(mask > 0, logits, -np.inf)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    first, second = order[:, 0], order[:, 1]
+    has_choice = np.isfinite(scores[np.arange(len(scores)), second])
+    margin = np.where(has_choice, scores[np.arange(len(scores)), first] - scores[np.arange(len(scores)), second], np.inf)
+    unsure = np.argsort(margin, kind="stable")[: min(k, int(has_choice.sum()))]
+    flips = [first.copy()]
+    for device in unsure:
+        flips.append(flips[-1].copy())
+        flips[-1][device] = second[device]
+    offloading = np.flatnonzero(first > 0)
+    cut = offloading[np.argsort(scores[offloading, first[offloading]] - scores[offloading, 0], kind="stable")][:k]
+    cuts = [np.where(np.isin(np.arange(len(first)), cut[: i + 1]), 0, first) for i in range(cut.size)]
+    local = [(j, 0) for j in range(len(mask)) if mask[j, 0] > 0 and (mask[j] > 0).sum() > 1]
+    offload = scores.copy()
+    offload[:, 0] = -np.inf
+    moves = local + [(j, a) for j in unsure for a in np.argsort(-offload[j], kind="stable")[:choices]
+                     if np.isfinite(offload[j, a])]
+    return (np.array(flips), np.array(cuts).reshape(-1, len(first)), unsure,
+            np.array([m[0] for m in moves], dtype=np.int64), np.array([m[1] for m in moves], dtype=np.int64))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_compiled_candidates_equal_their_numpy_statement(seed: int) -> None:
+    """Ties (the earliest action and device first), masked actions and local-only devices included."""
+    rng = np.random.default_rng(seed)
+    env = MECEnv(NOISY, PROFILE, ["aecnn"], seed=seed)
+    obs, _ = env.reset(seed=seed)
+    mask = obs["action_mask"]
+    logits = np.where(mask > 0, rng.integers(-2, 3, mask.shape), -3.4e38).astype(np.float32)  # many ties
+    for k, choices in ((1, 1), (3, 2), (8, 3)):
+        flips, cuts, unsure, device, action = reference_candidates(logits, mask, k, choices)
+        np.testing.assert_array_equal(order_preserving(logits, mask, k + 1), flips)
+        np.testing.assert_array_equal(to_local(logits, mask, k), cuts)
+        np.testing.assert_array_equal(least_confident(logits, mask, k), unsure)
+        got_device, got_action = single_changes(logits, mask, choices, unsure)
+        np.testing.assert_array_equal(got_device, device)
+        np.testing.assert_array_equal(got_action, action)
+
+
 def test_sampled_candidates_stay_in_the_mask_and_follow_the_softmax() -> None:
     rng = np.random.default_rng(0)
     mask = np.array([[1, 1, 1], [1, 0, 0], [1, 1, 0]], dtype=np.float32)

@@ -33,7 +33,7 @@ import numba
 import numpy as np
 
 from grl_aecnn.policies.settings import ACTOR_ONLY, CriticConfig
-from grl_aecnn.sim.allocation import admit_row
+from grl_aecnn.sim.allocation import admit_sorted, stable_order
 from grl_aecnn.sim.core import SlotState, error_free, local_outcome, option_grid, sample_realisations
 from grl_aecnn.sim.points import PointTable
 from grl_aecnn.sim.settings import ScenarioConfig
@@ -43,13 +43,7 @@ IMPROVEMENT = 1e-9  # a change must raise the sampled mean by more than this (`h
 
 def order_preserving(logits: np.ndarray, mask: np.ndarray, k: int) -> np.ndarray:
     """Up to k order-preserving candidates (k', N_max) from per-device logits (N_max, A)."""
-    order = np.argsort(-np.where(mask > 0, logits, -np.inf), axis=1)
-    first, second = order[:, 0], order[:, 1]
-    ranked = least_confident(logits, mask, k - 1)
-    flipped = np.arange(1 + ranked.size)[:, None] > np.arange(ranked.size)[None, :]  # row i: the first i
-    cands = np.repeat(first[None, :], 1 + ranked.size, axis=0)
-    cands[:, ranked] = np.where(flipped, second[ranked], first[ranked])
-    return cands.astype(np.int64)
+    return _order_preserving(logits, mask, k)
 
 
 def to_local(logits: np.ndarray, mask: np.ndarray, k: int) -> np.ndarray:
@@ -57,24 +51,12 @@ def to_local(logits: np.ndarray, mask: np.ndarray, k: int) -> np.ndarray:
     1, 2, ... offloading devices whose best offload beats local by the least run locally instead.
     Order-preserving flips reach only each device's second choice, which under congestion is
     usually another offload; these reach the decisions that relieve a crowded band or server."""
-    scores = np.where(mask > 0, logits, -np.inf)
-    first = scores.argmax(axis=1)
-    offloading = np.flatnonzero(first > 0)
-    margin = scores[offloading, first[offloading]] - scores[offloading, 0]
-    ranked = offloading[np.argsort(margin, kind="stable")][:k]
-    kept = np.arange(1, 1 + ranked.size)[:, None] <= np.arange(ranked.size)[None, :]  # row i: first i+1 local
-    cands = np.repeat(first[None, :], ranked.size, axis=0)
-    cands[:, ranked] = np.where(kept, first[ranked], 0)
-    return cands.astype(np.int64)
+    return _to_local(logits, mask, k)
 
 
 def least_confident(logits: np.ndarray, mask: np.ndarray, most: int) -> np.ndarray:
     """The (at most ``most``) devices with a choice whose two best actions are closest in logit."""
-    scores = np.where(mask > 0, logits, -np.inf)
-    top = -np.sort(-scores, axis=1)[:, :2]
-    choice = np.isfinite(top[:, 1])
-    margin = np.where(choice, top[:, 0] - top[:, 1], np.inf)
-    return np.argsort(margin, kind="stable")[: min(most, int(choice.sum()))]
+    return _least_confident(_masked(logits, mask), most)
 
 
 def single_changes(logits: np.ndarray, mask: np.ndarray, choices: int,
@@ -84,24 +66,133 @@ def single_changes(logits: np.ndarray, mask: np.ndarray, choices: int,
     search: of the 1 + M V actions of a device only these few are ever scored, and other
     offloads only for the devices it is least sure of. Local stays open to all, since in a
     crowded slot the actor can be sure of an offload that no longer fits."""
-    allowed_actions = mask > 0
-    deciding = np.flatnonzero(allowed_actions[:, 0] & (allowed_actions.sum(axis=1) > 1))
-    scores = np.where(allowed_actions, logits, -np.inf)[devices]
-    scores[:, 0] = -np.inf
-    order = np.argsort(-scores, axis=1)[:, :choices]
-    allowed = np.isfinite(np.take_along_axis(scores, order, axis=1))
-    device = np.concatenate([deciding, np.repeat(devices, allowed.sum(axis=1))])
-    action = np.concatenate([np.zeros(deciding.size, dtype=np.int64), order[allowed]])
-    return device, action.astype(np.int64)
+    return _single_changes(logits, mask, choices, np.asarray(devices, dtype=np.int64))
 
 
 def sampled(logits: np.ndarray, mask: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
     """``count`` decisions (count, N_max) drawn from the per-device softmax over allowed actions."""
-    z = np.where(mask > 0, logits, -np.inf)
-    p = np.exp(z - z.max(axis=1, keepdims=True))
-    cdf = np.cumsum(p / p.sum(axis=1, keepdims=True), axis=1)
-    u = rng.random((count, logits.shape[0], 1))
-    return np.minimum((u > cdf[None]).sum(axis=2), logits.shape[1] - 1).astype(np.int64)
+    return _sampled(logits, mask, rng.random((count, logits.shape[0])))
+
+
+# The candidate generators compiled: each is a handful of per-device sorts over some 30 x 17
+# logits, where NumPy's per-call overhead, not the arithmetic, was most of a slot's decision
+# time (bench/bench_policy.py). Scores keep the logits' dtype, so margins round as the actor's own.
+
+@numba.njit(cache=True, nogil=True)
+def _masked(logits: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The logits with every action outside the mask at -inf."""
+    out = np.empty(logits.shape, dtype=logits.dtype)
+    for j in range(logits.shape[0]):
+        for a in range(logits.shape[1]):
+            out[j, a] = logits[j, a] if mask[j, a] > 0 else -np.inf
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _best_two(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each device's best and second-best action, the earliest of equal scores (the first two
+    entries of a stable descending sort)."""
+    n, width = scores.shape
+    first, second = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    for j in range(n):
+        best = 0
+        for a in range(1, width):
+            if scores[j, a] > scores[j, best]:
+                best = a
+        runner = 1 if best == 0 else 0
+        for a in range(runner + 1, width):
+            if a != best and scores[j, a] > scores[j, runner]:
+                runner = a
+        first[j], second[j] = best, runner
+    return first, second
+
+
+@numba.njit(cache=True, nogil=True)
+def _least_confident(scores: np.ndarray, most: int) -> np.ndarray:
+    first, second = _best_two(scores)
+    n = scores.shape[0]
+    margin = np.full(n, np.inf, dtype=scores.dtype)
+    choosers = 0
+    for j in range(n):
+        if np.isfinite(scores[j, second[j]]):
+            margin[j] = scores[j, first[j]] - scores[j, second[j]]
+            choosers += 1
+    return np.argsort(margin, kind="mergesort")[: min(most, choosers)]
+
+
+@numba.njit(cache=True, nogil=True)
+def _order_preserving(logits: np.ndarray, mask: np.ndarray, k: int) -> np.ndarray:
+    scores = _masked(logits, mask)
+    first, second = _best_two(scores)
+    ranked = _least_confident(scores, k - 1)
+    cands = np.empty((1 + ranked.size, first.size), dtype=np.int64)
+    for i in range(1 + ranked.size):  # row i: the i least confident devices on their second choice
+        cands[i] = first
+        for r in range(i):
+            cands[i, ranked[r]] = second[ranked[r]]
+    return cands
+
+
+@numba.njit(cache=True, nogil=True)
+def _to_local(logits: np.ndarray, mask: np.ndarray, k: int) -> np.ndarray:
+    scores = _masked(logits, mask)
+    first, _ = _best_two(scores)
+    offloading = np.flatnonzero(first > 0)
+    margin = np.empty(offloading.size, dtype=scores.dtype)
+    for i in range(offloading.size):
+        j = offloading[i]
+        margin[i] = scores[j, first[j]] - scores[j, 0]
+    ranked = offloading[np.argsort(margin, kind="mergesort")][:k]
+    cands = np.empty((ranked.size, first.size), dtype=np.int64)
+    for i in range(ranked.size):  # row i: the i + 1 least convincing offloads run locally
+        cands[i] = first
+        for r in range(i + 1):
+            cands[i, ranked[r]] = 0
+    return cands
+
+
+@numba.njit(cache=True, nogil=True)
+def _single_changes(logits: np.ndarray, mask: np.ndarray, choices: int,
+                    devices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    n, width = mask.shape
+    device, action = [], []
+    for j in range(n):
+        allowed = 0
+        for a in range(width):
+            allowed += mask[j, a] > 0
+        if mask[j, 0] > 0 and allowed > 1:
+            device.append(j)
+            action.append(0)
+    scores = _masked(logits, mask)
+    for j in devices:
+        row = scores[j].copy()
+        row[0] = -np.inf
+        order = np.argsort(-row, kind="mergesort")
+        for a in order[:choices]:
+            if np.isfinite(row[a]):
+                device.append(j)
+                action.append(a)
+    return np.array(device, dtype=np.int64), np.array(action, dtype=np.int64)
+
+
+@numba.njit(cache=True, nogil=True)
+def _sampled(logits: np.ndarray, mask: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Inverse-CDF draws: device j of decision i takes the first action whose cumulative
+    softmax probability reaches ``u[i, j]``."""
+    scores = _masked(logits, mask)
+    n, width = scores.shape
+    cdf = np.empty((n, width))
+    for j in range(n):
+        p = np.exp(scores[j] - scores[j].max())
+        cdf[j] = np.cumsum(p / p.sum())
+    out = np.empty(u.shape, dtype=np.int64)
+    for i in range(u.shape[0]):
+        for j in range(n):
+            a = 0
+            while a < width - 1 and u[i, j] > cdf[j, a]:
+                a += 1
+            out[i, j] = a
+    return out
 
 
 def realisations(sc: ScenarioConfig, est: SlotState, samples: int, rng: np.random.Generator) -> SlotState:
@@ -157,27 +248,62 @@ def _mean_rewards(b: np.ndarray, c: np.ndarray, value: np.ndarray, task: np.ndar
     k = b.shape[0]
     out = np.zeros(count)
     need, b_row, c_row = np.empty(n), np.empty(n), np.empty(n)
-    srv = np.zeros(n, dtype=np.int64)
-    used_b, used_c = np.empty(num_servers), np.empty(num_servers)
-    admitted = np.empty(n, dtype=np.bool_)
+    srv, order = np.zeros(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+    used, admitted = np.empty((2, num_servers)), np.empty(n, dtype=np.bool_)
     for i in range(count):
-        total = 0.0
         for d in range(k):
-            for j in range(n):
-                a = candidates[i, j]
-                off = a > 0 and task[d, j]
-                need[j] = b[d, j, a] + c[d, j, a] if off else np.inf
-                b_row[j], c_row[j], srv[j] = b[d, j, a], c[d, j, a], max(server[a], 0)
-            used_b[:], used_c[:], admitted[:] = 0.0, 0.0, False
-            admit_row(need, b_row, c_row, srv, used_b, used_c, admitted)
-            for j in range(n):
-                a = candidates[i, j]
-                if a > 0 and task[d, j]:
-                    total += value[d, j, a] if admitted[j] else -penalty
-                else:
-                    total += value[d, j, 0]
-        out[i] = total / k
-    return out
+            _fill(need, b_row, c_row, srv, b, c, task, server, d, candidates[i], 0, n)
+            stable_order(need, order)
+            out[i] += _slot_total(need, b_row, c_row, srv, order, used, admitted, value, task, penalty, d, candidates[i])
+    return out / k
+
+
+# A (decision, draw) slot's admission inputs: each task's need (inf when not offloaded), its
+# bandwidth and compute shares and its server, as separate 1-D arrays (compiled code passes
+# plain arrays cheaply; a container of them costs reference counting on every access).
+
+@numba.njit(cache=True, nogil=True)
+def _fill(need: np.ndarray, b_row: np.ndarray, c_row: np.ndarray, srv: np.ndarray, b: np.ndarray, c: np.ndarray,
+          task: np.ndarray, server: np.ndarray, d: int, decision: np.ndarray, lo: int, hi: int) -> None:
+    """The admission inputs of tasks lo..hi-1 under draw d when they take ``decision``'s actions
+    (one call per slot or per moved task: a call per task would cost more than its work)."""
+    for j in range(lo, hi):
+        a = decision[j]
+        need[j] = b[d, j, a] + c[d, j, a] if a > 0 and task[d, j] else np.inf
+        b_row[j], c_row[j], srv[j] = b[d, j, a], c[d, j, a], max(server[a], 0)
+
+
+@numba.njit(cache=True, nogil=True)
+def _slot_total(need: np.ndarray, b_row: np.ndarray, c_row: np.ndarray, srv: np.ndarray, order: np.ndarray,
+                used: np.ndarray, admitted: np.ndarray, value: np.ndarray, task: np.ndarray, penalty: float, d: int,
+                decision: np.ndarray) -> float:
+    """Summed reward of ``decision`` under draw d, its tasks admitted in ``order`` (by need);
+    ``used`` (2, M) and ``admitted`` (N,) are the admission's scratch."""
+    used[:], admitted[:] = 0.0, False
+    admit_sorted(order, need, b_row, c_row, srv, used[0], used[1], admitted)
+    total = 0.0
+    for j in range(decision.size):
+        a = decision[j]
+        if a > 0 and task[d, j]:
+            total += value[d, j, a] if admitted[j] else -penalty
+        else:
+            total += value[d, j, 0]
+    return total
+
+
+@numba.njit(cache=True, nogil=True)
+def _reinsert(order: np.ndarray, need: np.ndarray, j: int, out: np.ndarray) -> None:
+    """``out`` := the stable order by need after only task j's need changed: ``order`` (the order
+    before) with j moved to its new place, in O(N) instead of a new sort."""
+    w, placed = 0, False
+    for t in order:
+        if t == j:
+            continue
+        if not placed and (need[j] < need[t] or (need[j] == need[t] and j < t)):
+            out[w], w, placed = j, w + 1, True
+        out[w], w = t, w + 1
+    if not placed:
+        out[w] = j
 
 
 def hill_climb(table: DrawTable, choice: np.ndarray, value: float, changes: tuple[np.ndarray, np.ndarray],
@@ -186,19 +312,54 @@ def hill_climb(table: DrawTable, choice: np.ndarray, value: float, changes: tupl
     reward over the table's draws rises by more than `IMPROVEMENT`; ``value`` is that of ``choice``.
     Returns the decision and how many changes were made (the critic's polish, the robust planner's search)."""
     device, action = changes
-    n = table.b.shape[1]
+    choice, moved = _hill_climb(table.b, table.c, table.value, table.task, table.server, float(table.penalty),
+                                table.num_servers, np.asarray(choice, dtype=np.int64), float(value),
+                                np.asarray(device, dtype=np.int64), np.asarray(action, dtype=np.int64), rounds)
+    return choice, int(moved)
+
+
+@numba.njit(cache=True, nogil=True)
+def _hill_climb(b: np.ndarray, c: np.ndarray, value_table: np.ndarray, task: np.ndarray, server: np.ndarray,
+                penalty: float, num_servers: int, choice: np.ndarray, value: float, device: np.ndarray,
+                action: np.ndarray, rounds: int) -> tuple[np.ndarray, int]:
+    """`hill_climb` compiled. A round scores every change that differs from the current decision
+    on every draw; a change moves one task, so under each draw the decision's sort order is
+    computed once and each change only moves its task within it (`_reinsert`). A change to a
+    device past the table's N leaves the decision's reward as it is."""
+    n, k = b.shape[1], b.shape[0]
+    choice = choice.copy()
+    need, b_row, c_row = np.empty(n), np.empty(n), np.empty(n)
+    srv, order, moved_order = np.zeros(n, dtype=np.int64), np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+    used, admitted = np.empty((2, num_servers)), np.empty(n, dtype=np.bool_)
     for moved in range(rounds):
-        differ = choice[device] != action
-        if not differ.any():
+        differ = np.flatnonzero(choice[device] != action)
+        if differ.size == 0:
             return choice, moved
-        dev, act = device[differ], action[differ]
-        cands = np.repeat(choice[None], dev.size, axis=0)
-        cands[np.arange(dev.size), dev] = act
-        scores = expected_rewards(table, cands[:, :n])
-        best = int(np.argmax(scores))
+        current = choice[:n].copy()
+        scores = np.zeros(differ.size)
+        for d in range(k):
+            _fill(need, b_row, c_row, srv, b, c, task, server, d, current, 0, n)
+            stable_order(need, order)
+            for i in range(differ.size):
+                j, a = device[differ[i]], action[differ[i]]
+                if j >= n:
+                    scores[i] += _slot_total(need, b_row, c_row, srv, order, used, admitted, value_table, task,
+                                             penalty, d, current)
+                    continue
+                before = current[j]
+                current[j] = a
+                _fill(need, b_row, c_row, srv, b, c, task, server, d, current, j, j + 1)
+                _reinsert(order, need, j, moved_order)
+                scores[i] += _slot_total(need, b_row, c_row, srv, moved_order, used, admitted, value_table, task,
+                                         penalty, d, current)
+                current[j] = before
+                _fill(need, b_row, c_row, srv, b, c, task, server, d, current, j, j + 1)
+        scores /= k
+        best = np.argmax(scores)
         if scores[best] <= value + IMPROVEMENT:
             return choice, moved
-        choice, value = cands[best], float(scores[best])
+        choice[device[differ[best]]] = action[differ[best]]
+        value = scores[best]
     return choice, rounds
 
 

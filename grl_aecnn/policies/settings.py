@@ -43,8 +43,10 @@ class CriticConfig(Section):
     polish_devices: int = Field(8, ge=1, le=4096, description="Devices a polish round may move to another offload: "
                                                             "those whose two best actions the actor rates closest "
                                                             "(any device may move to local).")
-    samples: int = Field(8, ge=1, le=4096, description="Realisations of channel and capacity each candidate is "
-                                                     "scored on (the same for all; 1 when the model is error-free).")
+    samples: int = Field(16, ge=1, le=4096, description="Realisations of channel and capacity each candidate is "
+                                                      "scored on (the same for all; 1 when the model is error-free). "
+                                                      "16: with 8 the sampled mean misranks close candidates under "
+                                                      "volatile capacity (bench/bench_critic.py).")
 
     @property
     def active(self) -> bool:

@@ -29,13 +29,21 @@ EPS = 1e-9
 
 def min_shares(x: np.ndarray, y: np.ndarray, slack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Minimum (bandwidth, compute) share pair meeting the deadline; inf where impossible."""
-    rx, ry = np.sqrt(x), np.sqrt(y)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        scale = np.where(slack > 0, (rx + ry) / slack, np.inf)
-    b = np.where(rx > 0, rx * scale, 0.0)
-    c = np.where(ry > 0, ry * scale, 0.0)
-    bad = ~np.isfinite(scale)
-    return np.where(bad, np.inf, b), np.where(bad, np.inf, c)
+    with np.errstate(divide="ignore", invalid="ignore"):  # the compiled branches are evaluated eagerly
+        return _share(x, y, slack), _share(y, x, slack)
+
+
+@numba.vectorize(["float64(float64, float64, float64)"], cache=True, nopython=True)
+def _share(own: float, other: float, slack: float) -> float:
+    """One resource's share of the pair: sqrt(own) (sqrt(own) + sqrt(other)) / slack, 0 for a
+    resource the task does not use, inf when the deadline cannot be met. A compiled ufunc: the
+    critics evaluate it on every option under every draw at every slot, where a dozen NumPy
+    passes over some thousand elements cost more than the arithmetic."""
+    root = np.sqrt(own)
+    scale = (root + np.sqrt(other)) / slack if slack > 0 else np.inf
+    if not np.isfinite(scale):
+        return np.inf
+    return root * scale if root > 0 else 0.0
 
 
 def allocate(server: np.ndarray, x: np.ndarray, y: np.ndarray, slack: np.ndarray,
@@ -70,20 +78,30 @@ def _admit_rows(need: np.ndarray, b_need: np.ndarray, c_need: np.ndarray, srv: n
     admitted = np.zeros((bsz, n), dtype=np.bool_)
     used_b = np.zeros((bsz, num_servers))
     used_c = np.zeros((bsz, num_servers))
+    order = np.empty(n, dtype=np.int64)
     for r in range(bsz):
-        admit_row(need[r], b_need[r], c_need[r], srv[r], used_b[r], used_c[r], admitted[r])
+        admit_row(need[r], b_need[r], c_need[r], srv[r], used_b[r], used_c[r], admitted[r], order)
     return admitted, used_b, used_c
 
 
 @numba.njit(cache=True, nogil=True)
 def admit_row(need: np.ndarray, b_need: np.ndarray, c_need: np.ndarray, srv: np.ndarray,
-              used_b: np.ndarray, used_c: np.ndarray, admitted: np.ndarray) -> None:
+              used_b: np.ndarray, used_c: np.ndarray, admitted: np.ndarray, order: np.ndarray) -> None:
     """The admission greedy of one slot, written into ``used_b``/``used_c`` (M,, zeroed) and
     ``admitted`` (N,, False): tasks in increasing ``need`` (ties in task order), each admitted
     if both sums of its server stay <= 1; a task with need inf is not offloaded or hopeless.
-    The simulator runs it through `allocate`, the critics on their (candidate, draw) slots
-    (`grl_aecnn.policies.candidates.expected_rewards`)."""
-    for j in np.argsort(need, kind="mergesort"):
+    ``order`` (N,) is scratch space for the sort. The simulator runs it through `allocate`, the
+    critics, which keep a slot's order between decisions that differ in one task, call
+    `admit_sorted` (`grl_aecnn.policies.candidates.expected_rewards`)."""
+    stable_order(need, order)
+    admit_sorted(order, need, b_need, c_need, srv, used_b, used_c, admitted)
+
+
+@numba.njit(cache=True, nogil=True)
+def admit_sorted(order: np.ndarray, need: np.ndarray, b_need: np.ndarray, c_need: np.ndarray, srv: np.ndarray,
+                 used_b: np.ndarray, used_c: np.ndarray, admitted: np.ndarray) -> None:
+    """`admit_row`'s greedy over tasks already in ``order``, the stable ascending order of ``need``."""
+    for j in order:
         if need[j] == np.inf:
             break  # sorted: the rest are not offloaded or cannot make their deadline
         m = srv[j]
@@ -91,3 +109,16 @@ def admit_row(need: np.ndarray, b_need: np.ndarray, c_need: np.ndarray, srv: np.
             used_b[m] += b_need[j]
             used_c[m] += c_need[j]
             admitted[j] = True
+
+
+@numba.njit(cache=True, nogil=True)
+def stable_order(values: np.ndarray, order: np.ndarray) -> None:
+    """``order`` := the stable ascending argsort of ``values``, by insertion: a slot has some 30
+    tasks, and a critic sorts one slot per (candidate, draw), where allocating a merge sort's
+    buffers cost more than the comparisons."""
+    for i in range(values.size):
+        k = i
+        while k > 0 and values[order[k - 1]] > values[i]:
+            order[k] = order[k - 1]
+            k -= 1
+        order[k] = i
