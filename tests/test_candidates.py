@@ -11,8 +11,9 @@ import pytest
 from grl_aecnn.evaluation.harness import actor_name, default_specs
 from grl_aecnn.evaluation.settings import EvaluationConfig
 from grl_aecnn.policies.base import bind_policy
-from grl_aecnn.policies.candidates import (CandidateCritic, critic_from_meta, draw_table, expected_rewards, order_preserving,
-                                           least_confident, realisations, sampled, single_changes, to_local)
+from grl_aecnn.policies.candidates import (IMPROVEMENT, CandidateCritic, critic_from_meta, draw_table, expected_rewards,
+                                           hill_climb, least_confident, order_preserving, realisations, sampled,
+                                           single_changes, to_local)
 from grl_aecnn.policies.registry import PolicySpec
 from grl_aecnn.policies.settings import ACTOR_ONLY, CriticConfig
 from grl_aecnn.profile import load_profile
@@ -71,6 +72,31 @@ def test_compiled_candidates_equal_their_numpy_statement(seed: int) -> None:
         got_device, got_action = single_changes(logits, mask, choices, unsure)
         np.testing.assert_array_equal(got_device, device)
         np.testing.assert_array_equal(got_action, action)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_polish_moves_equal_full_rescoring(seed: int) -> None:
+    """The compiled polish (one sort per draw, each change moving its task within it) makes the
+    changes that rescoring every changed decision with `expected_rewards` makes."""
+    env = MECEnv(NOISY, PROFILE, ["aecnn"], seed=seed)
+    obs, _ = env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    logits, mask, n = random_logits(env, obs, rng), obs["action_mask"], NOISY.num_devices
+    table = draw_table(NOISY, env.points, sample_realisations(NOISY, env.estimated_state(), 8, rng))
+    device, action = single_changes(logits, mask, 3, least_confident(logits, mask, 6))
+    start = order_preserving(logits, mask, 1)[0]
+    choice, value = start.copy(), float(expected_rewards(table, start[None, :n])[0])
+    for _ in range(5):
+        cands = np.repeat(choice[None], device.size, axis=0)
+        cands[np.arange(device.size), device] = action
+        scores = np.where(choice[device] != action, expected_rewards(table, cands[:, :n]), -np.inf)
+        if scores.max() <= value + IMPROVEMENT:
+            break
+        choice, value = cands[int(np.argmax(scores))], float(scores.max())
+    got, moves = hill_climb(table, start, float(expected_rewards(table, start[None, :n])[0]), (device, action), 5)
+    assert moves > 0
+    np.testing.assert_allclose(expected_rewards(table, got[None, :n]), value, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(got, choice)
 
 
 def test_sampled_candidates_stay_in_the_mask_and_follow_the_softmax() -> None:
