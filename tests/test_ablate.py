@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from data_pipelines.shards import SplitArray
+
 from grl_aecnn.ablate.experiment import Trial, seeds_of
 from grl_aecnn.ablate.report import build_table, markdown, plot
 from grl_aecnn.ablate.selection import channel_importance
@@ -100,6 +102,12 @@ def test_training_free_rankings_pick_what_they_say(split_data):
     cfg = CodecsConfig()
     for method in ("l1", "variance"):
         assert int(np.argmax(channel_importance(method, tail, z, y, cfg, 0))) == 5
+    # the sweep hands the ablation its split tensors as a SplitArray (shards), not one tensor
+    shards = SplitArray(None, [len(z)], tuple(z.shape[1:]), data=z)
+    torch.testing.assert_close(torch.from_numpy(channel_importance("l1", tail, shards, y, cfg, 0)),
+                               z.double().abs().mean(dim=(0, 2, 3)))
+    torch.testing.assert_close(torch.from_numpy(channel_importance("variance", tail, shards, y, cfg, 0)),
+                               z.double().transpose(0, 1).reshape(64, -1).var(dim=1))
     r0, r1 = (channel_importance("random", tail, z, y, cfg, s) for s in (0, 1))
     assert not np.array_equal(np.argsort(r0), np.argsort(r1))
     assert np.array_equal(r0, channel_importance("random", tail, z, y, cfg, 0))
@@ -194,6 +202,9 @@ def test_trial_specs_change_only_the_ablated_mechanism(split_data):
     # same seed: same CBAM ranking, so the rows differ only in recovery
     assert recovery["mean"]["channels"] == recovery["learned"]["channels"]
     assert len(recovery["mean"]["channels"]) == 3
+    # a fill has no decoder to train: the tail passes of the codec step adapt the tail instead
+    assert "codecs" not in recovery["learned"]
+    assert recovery["mean"]["codecs"]["schedule"]["joint"] == cfg.codecs.schedule.codec + cfg.codecs.schedule.joint
     schedule = specs(mechanism="schedule")
     s = cfg.codecs.schedule
     assert schedule["end_to_end"]["codecs"]["schedule"] == {"attention": s.attention, "feature": 0.0,

@@ -6,7 +6,8 @@ only the ablated mechanism changes:
 
 - selection: the kept channels come from each row's ranking (trained ones per seed);
 - recovery: the learned decoder, or the pruned channels filled with zeros / training means
-  (no decoder weights: only the joint step, which adapts the tail, trains);
+  (no decoder weights: the epochs of the steps that run the tail all go to the joint step,
+  which adapts the tail to the filled tensors);
 - entropy: coding is lossless, so one codec is trained per seed and its symbols are sent with
   the context model, the per-cell model, the per-channel model (both refitted on the same
   training symbols) or fixed-length packing: bytes at exactly equal accuracy;
@@ -57,6 +58,14 @@ def point_id(row: str, index: int) -> str:
     return trial_id({"id": row, "seed": index})
 
 
+def joint_only(schedule: Any) -> dict[str, float]:
+    """The epochs of the steps that run the tail (codec + joint), all in the joint step.
+
+    A row without the staged decoder (end-to-end training, or a fill with no decoder weights,
+    whose codec step has nothing to train) spends the same tail passes adapting the tail."""
+    return {"attention": schedule.attention, "feature": 0.0, "codec": 0.0, "joint": schedule.codec + schedule.joint}
+
+
 def _trained_rows(abl: AblationConfig) -> list[str]:
     """Rows that need their own training (entropy rows share the paper's trained codec)."""
     return [abl.paper] if abl.mechanism == "entropy" else list(abl.rows or [])
@@ -79,10 +88,8 @@ def trial_specs(abl: AblationConfig, cfg: ExperimentConfig, inputs: SweepInputs)
             spec = {**base, "id": row, "seed": i, "seed_group": base["id"]}
             if abl.mechanism == "recovery":
                 spec["recovery"] = row
-            if abl.mechanism == "schedule" and row == "end_to_end":
-                s = c.schedule
-                spec["codecs"] = {"schedule": {"attention": s.attention, "feature": 0.0, "codec": 0.0,
-                                               "joint": s.codec + s.joint}}
+            if (abl.mechanism, row) in (("recovery", "zero"), ("recovery", "mean"), ("schedule", "end_to_end")):
+                spec["codecs"] = {"schedule": joint_only(c.schedule)}
             specs.append(spec)
     return specs
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from grl_aecnn.codecs.aecnn import ChannelAttention
 from grl_aecnn.codecs.settings import CodecsConfig
-from grl_aecnn.codecs.training import train_attention
+from grl_aecnn.codecs.training import Tensors, chunk_rows, train_attention
 
 
 class SEAttention(ChannelAttention):
@@ -20,17 +20,28 @@ class SEAttention(ChannelAttention):
         return torch.sigmoid(self.mlp(z.mean(dim=(2, 3))))
 
 
-def channel_importance(method: str, tail: nn.Module, z: torch.Tensor, y: torch.Tensor, cfg: CodecsConfig,
+def _channel_sums(z: Tensors) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Per-channel sums of |z|, z and z^2 (float64) and the values per channel, chunk by chunk:
+    the split tensors may be shards on disk (``SplitArray``), read one chunk at a time."""
+    sums = torch.zeros(3, z.shape[1], dtype=torch.float64)
+    for chunk in z.split(chunk_rows(z, 4096)):
+        chunk = chunk.double().transpose(0, 1).reshape(z.shape[1], -1)
+        sums += torch.stack([chunk.abs().sum(1), chunk.sum(1), (chunk * chunk).sum(1)])
+    return sums[0], sums[1], sums[2], len(z) * int(np.prod(z.shape[2:]))
+
+
+def channel_importance(method: str, tail: nn.Module, z: Tensors, y: torch.Tensor, cfg: CodecsConfig,
                        seed: int) -> np.ndarray:
     """Importance of each channel of the training split tensors z [N, C, H, W] (higher: kept first)."""
     if method == "cbam":
         return train_attention(tail, z, y, cfg, seed)
     if method == "se":
         return train_attention(tail, z, y, cfg, seed, block=SEAttention)
-    if method == "l1":
-        return z.abs().mean(dim=(0, 2, 3)).numpy()
-    if method == "variance":
-        return z.transpose(0, 1).reshape(z.shape[1], -1).var(dim=1).numpy()
+    if method in ("l1", "variance"):
+        absolute, total, square, count = _channel_sums(z)
+        if method == "l1":
+            return (absolute / count).numpy()
+        return ((square - total * total / count) / (count - 1)).numpy()  # unbiased, as torch.var
     if method == "random":
         return np.random.default_rng(seed).random(z.shape[1])
     raise ValueError(f"unknown channel selection {method!r}")
