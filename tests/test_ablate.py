@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from data_pipelines.shards import SplitArray
-
 from grl_aecnn.ablate.experiment import Trial, seeds_of
 from grl_aecnn.ablate.report import build_table, markdown, plot
 from grl_aecnn.ablate.selection import channel_importance

@@ -33,6 +33,7 @@ from grl_aecnn.ablate.settings import ROWS, AblationConfig
 from grl_aecnn.codecs.entropy import SymbolTables
 from grl_aecnn.codecs.store import _metadata, load_codec, point_specs
 from grl_aecnn.codecs.seeds import trial_id
+from grl_aecnn.codecs.settings import Schedule
 from grl_aecnn.codecs.sweep import SweepInputs, _tail, measure_points, prepare_inputs, run_trials
 from grl_aecnn.codecs.training import FIT_BYTES
 from grl_aecnn.config import ExperimentConfig
@@ -58,11 +59,11 @@ def point_id(row: str, index: int) -> str:
     return trial_id({"id": row, "seed": index})
 
 
-def joint_only(schedule: Any) -> dict[str, float]:
+def _joint_only(schedule: Schedule) -> dict[str, float]:
     """The epochs of the steps that run the tail (codec + joint), all in the joint step.
 
-    A row without the staged decoder (end-to-end training, or a fill with no decoder weights,
-    whose codec step has nothing to train) spends the same tail passes adapting the tail."""
+    A row without the paper's staged decoder (end-to-end training, or a fill with no decoder
+    weights, whose codec step has nothing to train) spends the same tail passes adapting the tail."""
     return {"attention": schedule.attention, "feature": 0.0, "codec": 0.0, "joint": schedule.codec + schedule.joint}
 
 
@@ -88,8 +89,8 @@ def trial_specs(abl: AblationConfig, cfg: ExperimentConfig, inputs: SweepInputs)
             spec = {**base, "id": row, "seed": i, "seed_group": base["id"]}
             if abl.mechanism == "recovery":
                 spec["recovery"] = row
-            if (abl.mechanism, row) in (("recovery", "zero"), ("recovery", "mean"), ("schedule", "end_to_end")):
-                spec["codecs"] = {"schedule": joint_only(c.schedule)}
+            if abl.mechanism in ("recovery", "schedule") and row != abl.paper:
+                spec["codecs"] = {"schedule": _joint_only(c.schedule)}
             specs.append(spec)
     return specs
 
