@@ -52,7 +52,7 @@ def sweep_config(tiny_config):
         "codecs.aecnn.bits": "[2]", "codecs.bottlenetpp.channels": "[1]", "codecs.train_samples": 96,
         "codecs.val_samples": 32, "codecs.test_samples": 48, "codecs.stream_samples": 24, "codecs.batch_size": 48,
         "codecs.max_concurrent_trials": 1, "codecs.measure_workers": 1, "codecs.measure_batch_size": 24,
-        "codecs.seeds": 2,
+        "codecs.seeds": 2, "codecs.aecnn.selection": "refined", "codecs.aecnn.refine_shortlist": 8,
         "codecs.aecnn.decoder_width": 16, "codecs.bottlenetpp.width": 16, "codecs.tail_finetune": "first",
         # every step, so a trial stopped after its first step checkpoint is stopped mid-training
         "codecs.schedule": "{attention: 0.25, feature: 2.0, codec: 0.25, joint: 0.25}", "codecs.lr": 0.002,
@@ -120,7 +120,11 @@ def test_sweep_writes_profile_and_resumes(ray_local, sweep_config):
     assert (stage / "codecs" / "aecnn-k2-b2.safetensors").exists()
     assert (stage / "codecs" / "seeds" / "aecnn-k2-b2-seed1.safetensors").exists()
     assert (stage / TUNE_NAME).is_dir()
-    ranking = json.loads((stage / "importance.json").read_text())["ranking"]
+    importance = json.loads((stage / "importance.json").read_text())
+    ranking = importance["ranking"]
+    # refined selection: the kept channels are greedy picks among the attention's top 8
+    attention_top = np.argsort(-np.asarray(importance["attention"]), kind="stable")[:8]
+    assert importance["selection"] == "refined" and set(ranking[:2]) <= set(attention_top.tolist())
     aecnn = next(p for p in profile.points if p.id == "aecnn-k2-b2")
     assert aecnn.kept_channels == 2 and aecnn.bits == 2
     assert 0 < aecnn.payload_bytes < 4 * 64 * 8 * 8 and aecnn.compression_ratio > 1

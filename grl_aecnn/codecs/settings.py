@@ -30,6 +30,10 @@ class AECNNPoints(Section):
                                                           description="Quantiser bits, each 1..16, no repeats.")
     attention_reduction: int = Field(4, ge=1, le=4096, description="Hidden size of the attention MLP is C / this.")
     attention_sparsity: float = Field(0.01, ge=0, description="L1 weight on the attention, sharpening the ranking.")
+    selection: Literal["attention", "refined"] = Field(
+        "attention", description="Kept channels: the attention's top k, or greedy picks among its top "
+                                 "refine_shortlist by each set's validation loss (grl_aecnn/codecs/refine.py).")
+    refine_shortlist: int = Field(16, ge=1, le=4096, description="Channels the refined selection picks among.")
     decoder_width: int = Field(64, ge=1, le=4096, description="Channels inside the feature-recovery decoder.")
     scales: ScaleMode = Field(
         "calibrated", description="Quantiser range: per-channel clip fixed from training data (nothing in the "

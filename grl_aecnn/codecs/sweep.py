@@ -33,6 +33,7 @@ from grl_aecnn.backbone.split import split_info, split_resnet
 from grl_aecnn.codecs.base import Spec
 from grl_aecnn.codecs.measure import CLEAN, CodecMeasurer
 from grl_aecnn.codecs.registry import codec_class
+from grl_aecnn.codecs.refine import ranking_scores, refined_ranking
 from grl_aecnn.codecs.seeds import spec_seed, trial_id, trial_seeds, with_seeds
 from grl_aecnn.codecs.settings import CodecsConfig
 from grl_aecnn.codecs.store import build_codec, init_codec, load_codec, point_specs, save_codec
@@ -182,14 +183,21 @@ def _tail(inputs: SweepInputs) -> torch.nn.Module:
 
 
 def _importance(cfg: ExperimentConfig, inputs: SweepInputs, stage: Path) -> np.ndarray:
+    """The channel ranking every AECNN point keeps a prefix of (``codecs.aecnn.selection``): the
+    attention's mean weights, or the refined ranking's scores; the file keeps both."""
     path = stage / IMPORTANCE_FILE
     if path.exists():
         return np.asarray(json.loads(path.read_text())["importance"])
-    t = inputs.tensors
-    importance = train_attention(_tail(inputs), t["train_z"], t["train_y"], cfg.codecs, cfg.seed)
+    t, c, tail = inputs.tensors, cfg.codecs, _tail(inputs)
+    attention = train_attention(tail, t["train_z"], t["train_y"], c, cfg.seed)
+    record = {"split": inputs.split, "selection": c.aecnn.selection, "attention": attention.tolist()}
+    importance = attention
+    if c.aecnn.selection == "refined":
+        ranking = refined_ranking(attention, tail, t["train_z"], t["val_z"], t["val_y"], c,
+                                  max(c.aecnn.kept_channels), cfg.seed)
+        importance = ranking_scores(ranking)
     order = np.argsort(-importance, kind="stable")
-    path.write_text(json.dumps({"split": inputs.split, "importance": importance.tolist(),
-                                "ranking": order.tolist()}, indent=1))
+    path.write_text(json.dumps({**record, "importance": importance.tolist(), "ranking": order.tolist()}, indent=1))
     return importance
 
 
