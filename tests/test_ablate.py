@@ -99,18 +99,21 @@ def test_training_free_rankings_pick_what_they_say(split_data):
     z = z.clone()
     z[:, 5] *= 10  # the loudest and most varying channel
     cfg = CodecsConfig()
+
+    def importance(method: str, z, seed: int = 0, c: CodecsConfig = cfg) -> np.ndarray:
+        return channel_importance(method, tail, {"train_z": z, "train_y": y}, c, seed, 4)
+
     for method in ("l1", "variance"):
-        assert int(np.argmax(channel_importance(method, tail, z, y, cfg, 0))) == 5
+        assert int(np.argmax(importance(method, z))) == 5
     # the sweep hands the ablation its split tensors as a SplitArray (shards), not one tensor
     shards = SplitArray(None, [len(z)], tuple(z.shape[1:]), data=z)
-    torch.testing.assert_close(torch.from_numpy(channel_importance("l1", tail, shards, y, cfg, 0)),
-                               z.double().abs().mean(dim=(0, 2, 3)))
-    torch.testing.assert_close(torch.from_numpy(channel_importance("variance", tail, shards, y, cfg, 0)),
+    torch.testing.assert_close(torch.from_numpy(importance("l1", shards)), z.double().abs().mean(dim=(0, 2, 3)))
+    torch.testing.assert_close(torch.from_numpy(importance("variance", shards)),
                                z.double().transpose(0, 1).reshape(64, -1).var(dim=1))
-    r0, r1 = (channel_importance("random", tail, z, y, cfg, s) for s in (0, 1))
+    r0, r1 = (importance("random", z, s) for s in (0, 1))
     assert not np.array_equal(np.argsort(r0), np.argsort(r1))
-    assert np.array_equal(r0, channel_importance("random", tail, z, y, cfg, 0))
-    se = channel_importance("se", tail, z, y, cfg.model_copy(update={"schedule": cfg.schedule}), 0)
+    assert np.array_equal(r0, importance("random", z, 0))
+    se = importance("se", z, c=cfg.model_copy(update={"schedule": cfg.schedule}))
     assert se.shape == (64,) and np.all((se > 0) & (se < 1))
     assert seeds_of(_cfg(), 3) == seeds_of(_cfg(), 3) and len(set(seeds_of(_cfg(), 3))) == 3
 

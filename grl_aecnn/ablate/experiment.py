@@ -4,7 +4,8 @@ trials, then the sweep's real-bitstream measurement on the test split.
 Every row shares the operating point (k channels, b bits), the training budget and the seeds;
 only the ablated mechanism changes:
 
-- selection: the kept channels come from each row's ranking (trained ones per seed);
+- selection: the kept channels come from each row's ranking (trained ones per seed; the refined
+  row refines each seed's CBAM ranking);
 - recovery: the learned decoder, or the pruned channels filled with zeros / training means
   (no decoder weights: the epochs of the steps that run the tail all go to the joint step,
   which adapts the tail to the filled tensors);
@@ -83,7 +84,7 @@ def trial_specs(abl: AblationConfig, cfg: ExperimentConfig, inputs: SweepInputs)
         method = row if abl.mechanism == "selection" else ROWS["selection"][0]
         for i, seed in enumerate(seeds_of(cfg, abl.seeds)):
             if (method, seed) not in rankings:
-                rankings[(method, seed)] = channel_importance(method, tail, t["train_z"], t["train_y"], c, seed)
+                rankings[(method, seed)] = channel_importance(method, tail, t, c, seed, abl.kept_channels)
             base = point_specs(c, rankings[(method, seed)], inputs.shape[0])[0]
             # base keeps the ranking's top k; every row trains with the same seeds, index by index
             spec = {**base, "id": row, "seed": i, "seed_group": base["id"]}

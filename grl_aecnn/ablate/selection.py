@@ -1,5 +1,6 @@
-"""Channel rankings for the selection ablation: the paper's CBAM attention, squeeze-and-excitation
-attention (both trained in front of the frozen tail by ``train_attention``), and training-free
+"""Channel rankings for the selection ablation: the paper's CBAM attention, CBAM refined by greedy
+selection on the validation tensors (``grl_aecnn/codecs/refine.py``), squeeze-and-excitation
+attention (trained in front of the frozen tail by ``train_attention``), and training-free
 scores of the split tensors (L1 norm, variance, random)."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import torch
 from torch import nn
 
 from grl_aecnn.codecs.aecnn import ChannelAttention
+from grl_aecnn.codecs.refine import ranking_scores, refined_ranking
 from grl_aecnn.codecs.settings import CodecsConfig
 from grl_aecnn.codecs.training import Tensors, chunk_rows, train_attention
 
@@ -30,11 +32,16 @@ def _channel_sums(z: Tensors) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
     return sums[0], sums[1], sums[2], len(z) * int(np.prod(z.shape[2:]))
 
 
-def channel_importance(method: str, tail: nn.Module, z: Tensors, y: torch.Tensor, cfg: CodecsConfig,
-                       seed: int) -> np.ndarray:
-    """Importance of each channel of the training split tensors z [N, C, H, W] (higher: kept first)."""
+def channel_importance(method: str, tail: nn.Module, tensors: dict[str, Tensors], cfg: CodecsConfig,
+                       seed: int, depth: int) -> np.ndarray:
+    """Importance of each channel of the training split tensors [N, C, H, W] (higher: kept first);
+    `depth`: channels the refined ranking picks (the ablation's k)."""
+    z, y = tensors["train_z"], tensors["train_y"]
     if method == "cbam":
         return train_attention(tail, z, y, cfg, seed)
+    if method == "refined":
+        attention = train_attention(tail, z, y, cfg, seed)
+        return ranking_scores(refined_ranking(attention, tail, z, tensors["val_z"], tensors["val_y"], cfg, depth, seed))
     if method == "se":
         return train_attention(tail, z, y, cfg, seed, block=SEAttention)
     if method in ("l1", "variance"):

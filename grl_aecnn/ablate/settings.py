@@ -18,7 +18,7 @@ MAX_BYTES = 64 * 1024
 
 # Rows each mechanism can compare; the first is the paper's mechanism (the reference row).
 ROWS: dict[str, tuple[str, ...]] = {
-    "selection": ("cbam", "se", "l1", "variance", "random"),
+    "selection": ("cbam", "refined", "se", "l1", "variance", "random"),
     "recovery": ("learned", "zero", "mean"),
     "entropy": ("context", "cell", "channel", "raw"),
     "schedule": ("staged", "end_to_end"),
