@@ -15,6 +15,7 @@ from grl_aecnn.policies.registry import PolicySpec, build_policy, register_polic
 from grl_aecnn.policies.rules import AllLocal
 from grl_aecnn.sim.scenarios import ScenarioDistribution
 from grl_aecnn.sim.settings import ScenarioConfig
+from grl_aecnn.stats import paired_ci95
 
 PROFILE = Path(__file__).parent / "fixtures" / "profile_small.json"
 
@@ -22,6 +23,9 @@ PROFILE = Path(__file__).parent / "fixtures" / "profile_small.json"
 def test_ci95_matches_t_interval() -> None:
     mean, half = ci95([1.0, 2.0, 3.0])
     assert mean == 2.0 and half == pytest.approx(4.302653 * 1.0 / np.sqrt(3), rel=1e-5)
+    # paired: a constant offset between the two series has no spread at all
+    assert paired_ci95([5.0, 9.0, 2.0], [4.0, 8.0, 1.0]) == (pytest.approx(1.0), pytest.approx(0.0, abs=1e-12))
+    assert paired_ci95([1.0, 2.0, 3.0], [0.0, 0.0, 0.0]) == ci95([1.0, 2.0, 3.0])
 
 
 def test_evaluate_writes_results_plots_report_and_logs(tmp_path: Path, mlflow_store: str) -> None:
@@ -77,6 +81,14 @@ def test_evaluate_writes_results_plots_report_and_logs(tmp_path: Path, mlflow_st
     assert pair["reward"]["mean"] == pytest.approx(float(base["my-local"]["reward"]) -
                                                    float(base["robust-planner"]["reward"]))
     assert "## Paired differences (my-local, default scenario)" in report
+    # every row's ratio to the robust planner carries its paired interval; the planner's own is exact
+    for r in rows:
+        half = float(r["reward_vs_robust_ci95"])
+        assert half == 0.0 if r["policy"] == "robust-planner" else np.isfinite(half) and half >= 0
+    assert any(float(r["reward_vs_robust_ci95"]) > 0 for r in rows)
+    me = table["combination=hard"]
+    assert f"| {me['vs_robust']:.3f} +- {me['vs_robust_ci95']:.3f} |" in report
+    assert "Rows where the whole interval of my-local's ratio to the robust planner lies below 0.97" in report
     logged = mlflow.get_run(run.info.run_id).data.metrics
     assert "oracle.reward" in logged
 

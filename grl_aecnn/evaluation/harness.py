@@ -30,7 +30,7 @@ from grl_aecnn.progress import LogLines
 from grl_aecnn.sim.env import EPISODE_METRICS, MECEnv, episode_metrics
 from grl_aecnn.sim.scenarios import NETWORK, ScenarioDistribution, with_changes
 from grl_aecnn.sim.settings import ScenarioConfig
-from grl_aecnn.stats import ci95
+from grl_aecnn.stats import ci95, paired_ci95
 
 if TYPE_CHECKING:
     from grl_aecnn.config import ExperimentConfig
@@ -241,6 +241,7 @@ def evaluate(profile: CodecProfile | str | Path, scenario: ScenarioConfig, ev: "
         if axis == "default":
             default_runs.append(run)
     _add_ratios(rows)
+    _add_robust_intervals(rows, runs)
     csv_path = out_dir / "results.csv"
     with csv_path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -289,6 +290,19 @@ def _add_ratios(rows: list[dict[str, Any]]) -> None:
         r["reward_vs_own_oracle"] = _ratio(r["reward"], own, "reward")
         r["reward_vs_planner"] = _ratio(r["reward"], refs.get(PLANNER), "reward")
         r["reward_vs_robust"] = _ratio(r["reward"], refs.get(ROBUST), "reward")
+
+
+def _add_robust_intervals(rows: list[dict[str, Any]], runs: list[PolicyRun]) -> None:
+    """`reward_vs_robust_ci95`: the half-width of each row's ratio to the robust planner, from the
+    95 % interval of the per-episode reward difference (the same episodes) over the robust
+    planner's mean reward. Side by side the two rewards' intervals would mostly measure the
+    episodes' draws, which move both together."""
+    robust = {(r["axis"], r["value"]): run for r, run in zip(rows, runs) if r["policy"] == ROBUST}
+    for r, run in zip(rows, runs):
+        ref = robust.get((r["axis"], r["value"]))
+        scale = abs(np.mean(ref.episodes["reward"])) if ref else 0.0
+        r["reward_vs_robust_ci95"] = paired_ci95(run.episodes["reward"], ref.episodes["reward"])[1] / scale \
+            if scale else float("nan")
 
 
 def _ratio(value: float, ref: dict[str, Any] | None, metric: str) -> float:

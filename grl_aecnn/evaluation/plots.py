@@ -94,8 +94,9 @@ def plot_ratios(rows: list[dict[str, Any]], subject: str, out_dir: Path) -> list
     fig, ax = plt.subplots(figsize=(max(8.0, 0.55 * len(mine) + 3), 4.5), constrained_layout=True)
     colours = plt.get_cmap("tab10").colors
     for i, (key, name) in enumerate(refs):
+        errors = [r[f"{key}_ci95"] for r in mine] if f"{key}_ci95" in mine[0] else None  # paired, per episode
         ax.bar(x + (i - (len(refs) - 1) / 2) * width, [r[key] for r in mine], width, label=f"/ {name}",
-               color=colours[i])
+               color=colours[i], yerr=errors, capsize=2 if errors else 0)
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.axhline(0.97, color="grey", linewidth=0.8, linestyle="--", label="0.97")
     ax.set_xticks(x, labels, rotation=35, ha="right", fontsize=8)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from grl_aecnn.evaluation.plots import LABELS, REFERENCE_RATIOS
-from grl_aecnn.stats import ci95
+from grl_aecnn.stats import paired_ci95
 
 if TYPE_CHECKING:
     from grl_aecnn.evaluation.harness import PolicyRun
@@ -64,7 +64,7 @@ def paired_differences(rows: list[dict[str, Any]], default_runs: list["PolicyRun
             continue
         diffs = {}
         for m in PAIRED:
-            mean, half = ci95([a - b for a, b in zip(me.episodes[m], run.episodes[m])])
+            mean, half = paired_ci95(me.episodes[m], run.episodes[m])
             diffs[m] = {"mean": mean, "ci95": half, "ahead": mean - half > 0}
         out.append({"policy": name, **diffs})
     return out
@@ -108,7 +108,7 @@ def generalisation(rows: list[dict[str, Any]], subject: str) -> list[dict[str, A
         table.append({
             "scenario": label, "in_training": me["in_training"], "rank": 1 + sum(r["reward"] > me["reward"] for r in group),
             "deployable": len(group), "reward": me["reward"], "reward_ci95": me["reward_ci95"],
-            "vs_robust": me["reward_vs_robust"],
+            "vs_robust": me["reward_vs_robust"], "vs_robust_ci95": me.get("reward_vs_robust_ci95", float("nan")),
             "best_non_learned": best_other["policy"] if best_other else "",
             "vs_best_non_learned": me["reward"] / best_other["reward"] if best_other and best_other["reward"]
             else float("nan"),
@@ -130,7 +130,8 @@ def _generalisation_lines(table: list[dict[str, Any]], subject: str) -> list[str
     policies = list(table[0]["rewards"])
     lines = ["", f"## Generalisation ({subject})", "",
              f"Reward per slot of every deployable policy on every scenario row (the same seeded episodes for "
-             f"all); `rank` is {subject}'s place among them, `/ robust` its ratio to the robust planner, "
+             f"all); `rank` is {subject}'s place among them, `/ robust` its ratio to the robust planner (+- the 95 % "
+             f"interval of the per-episode reward difference, over the robust planner's reward), "
              f"`/ best non-learned` its ratio to the best planner or rule of the row. `train` marks rows "
              f"inside the training distribution.", "",
              "| scenario | train | rank | / robust | / best non-learned | " + " | ".join(policies) + " |",
@@ -138,11 +139,15 @@ def _generalisation_lines(table: list[dict[str, Any]], subject: str) -> list[str
     for t in table:
         cells = " | ".join(_fmt(t["rewards"].get(p, float("nan"))) for p in policies)
         lines.append(f"| {t['scenario']} | {'yes' if t['in_training'] else 'no'} | {t['rank']}/{t['deployable']} | "
-                     f"{_fmt(t['vs_robust'])} | {_fmt(t['vs_best_non_learned'])} ({t['best_non_learned']}) | {cells} |")
+                     f"{_fmt(t['vs_robust'])} +- {_fmt(t['vs_robust_ci95'])} | "
+                     f"{_fmt(t['vs_best_non_learned'])} ({t['best_non_learned']}) | {cells} |")
     short = [t["scenario"] for t in table if not t["vs_robust"] >= 0.97 or not t["beats_fixed"] or not t["beats_droo"]]
     lines += ["", f"Rows where {subject} is below 0.97 of the robust planner or not above every fixed rule and "
               f"{DROO}: "
               + (", ".join(short) if short else "none") + "."]
+    under = [t["scenario"] for t in table if t["vs_robust"] + t["vs_robust_ci95"] < 0.97]
+    lines += ["", f"Rows where the whole interval of {subject}'s ratio to the robust planner lies below 0.97: "
+              + (", ".join(under) if under else "none") + "."]
     return lines
 
 
