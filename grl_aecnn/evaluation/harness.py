@@ -297,12 +297,11 @@ def _add_robust_intervals(rows: list[dict[str, Any]], runs: list[PolicyRun]) -> 
     95 % interval of the per-episode reward difference (the same episodes) over the robust
     planner's mean reward. Side by side the two rewards' intervals would mostly measure the
     episodes' draws, which move both together."""
-    robust = {(r["axis"], r["value"]): run for r, run in zip(rows, runs) if r["policy"] == ROBUST}
+    robust = {(r["axis"], r["value"]): (r, run) for r, run in zip(rows, runs) if r["policy"] == ROBUST}
     for r, run in zip(rows, runs):
-        ref = robust.get((r["axis"], r["value"]))
-        scale = abs(np.mean(ref.episodes["reward"])) if ref else 0.0
-        r["reward_vs_robust_ci95"] = paired_ci95(run.episodes["reward"], ref.episodes["reward"])[1] / scale \
-            if scale else float("nan")
+        ref, ref_run = robust.get((r["axis"], r["value"]), (None, None))
+        r["reward_vs_robust_ci95"] = (paired_ci95(run.episodes["reward"], ref_run.episodes["reward"])[1]
+                                      / abs(ref["reward"])) if ref and ref["reward"] else float("nan")
 
 
 def _ratio(value: float, ref: dict[str, Any] | None, metric: str) -> float:

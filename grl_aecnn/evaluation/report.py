@@ -108,7 +108,7 @@ def generalisation(rows: list[dict[str, Any]], subject: str) -> list[dict[str, A
         table.append({
             "scenario": label, "in_training": me["in_training"], "rank": 1 + sum(r["reward"] > me["reward"] for r in group),
             "deployable": len(group), "reward": me["reward"], "reward_ci95": me["reward_ci95"],
-            "vs_robust": me["reward_vs_robust"], "vs_robust_ci95": me.get("reward_vs_robust_ci95", float("nan")),
+            "vs_robust": me["reward_vs_robust"], "vs_robust_ci95": me["reward_vs_robust_ci95"],
             "best_non_learned": best_other["policy"] if best_other else "",
             "vs_best_non_learned": me["reward"] / best_other["reward"] if best_other and best_other["reward"]
             else float("nan"),
