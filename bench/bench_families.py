@@ -54,10 +54,11 @@ def plot(profiles: dict[str, CodecProfile], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     colours = plt.get_cmap("tab10")
-    for i, (name, profile) in enumerate(profiles.items()):
+    for i, profile in enumerate(profiles.values()):
         clean = profile.backbone.clean_accuracy
         for codec, marker in MARKERS.items():
             pts = sorted((ratio(profile, p), 100 * (clean - p.accuracy)) for p in codec_points(profile)
@@ -65,10 +66,14 @@ def plot(profiles: dict[str, CodecProfile], path: Path) -> None:
             if pts:
                 xs, ys = zip(*pts)
                 ax.plot(xs, ys, marker=marker, color=colours(i), ls="-" if codec == "aecnn" else ":",
-                        label=f"{name} {codec}")
+                        label=f"{profile.backbone.arch} {codec}")
     ax.axvline(TARGET_RATIO, color="grey", ls=":", lw=1)
     ax.axhline(2.0, color="grey", ls="--", lw=1)
     ax.set_xscale("log")
+    low, high = ax.get_xlim()
+    ax.set_xticks([t for t in (50, 100, 200, 300, 500, 1000, 2000, 5000) if low <= t <= high])
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%gx"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("compression vs the float32 split tensor [x]")
     ax.set_ylabel("top-1 drop from the clean backbone [points]")
     ax.set_title("Rate-accuracy per CNN family (AECNN solid; 256x and 2-point lines)")
