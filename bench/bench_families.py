@@ -7,7 +7,7 @@ Each run is a run folder (`outputs/<name>`) trained by `grl-aecnn run` with its 
 `backbone.arch` and `codecs.split`: the same sweep, profile and simulator for every family. The
 plot (`--plot`, default `families.png` in the current folder) draws each family in one colour,
 each codec with its own marker; the table gives every family's best point at or beyond 256x and
-its GRL-AECNN / DROO-AECNN / robust-planner rewards on the default scenario.
+its rewards on the default scenario and over every scenario row.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from grl_aecnn.profile import CodecProfile, OperatingPoint, load_profile
 
 TARGET_RATIO = 256.0
 MARKERS = {"aecnn": "o", "bottlenetpp": "s", "deepjscc": "^"}
-POLICIES = ("grl-aecnn", "droo-aecnn", "robust-planner")
+POLICIES = ("grl-aecnn", "robust-planner", "oracle:aecnn")  # each with its gain over DROO-AECNN
+DROO = "droo-aecnn"
+SUBJECT = "grl-aecnn"
 SNR_DB = 10.0  # DeepJSCC's bytes: what a capacity-achieving link carries in its channel uses here
 
 
@@ -40,13 +42,20 @@ def codec_points(profile: CodecProfile) -> list[OperatingPoint]:
     return [p for p in profile.points if p.codec in MARKERS and not (p.codec == "bottlenetpp" and p.entropy_coded)]
 
 
-def default_rewards(run: Path) -> dict[str, float]:
-    """Reward per slot of a few policies on the default scenario row, if the run was evaluated."""
+def evaluation_cells(run: Path) -> list[str]:
+    """DROO-AECNN's reward per slot on the default scenario, each of `POLICIES`' reward there with
+    its gain over DROO-AECNN, and GRL-AECNN's range of ratios to the robust planner over every
+    scenario row; dashes if the run was not evaluated."""
     path = run / "evaluation" / "results.csv"
     if not path.exists():
-        return {}
+        return ["-"] * (len(POLICIES) + 2)
     with path.open() as f:
-        return {r["policy"]: float(r["reward"]) for r in csv.DictReader(f) if r["axis"] == "default"}
+        rows = list(csv.DictReader(f))
+    default = {r["policy"]: float(r["reward"]) for r in rows if r["axis"] == "default"}
+    droo = default[DROO]
+    vs_robust = [float(r["reward_vs_robust"]) for r in rows if r["policy"] == SUBJECT]
+    return ([f"{droo:.2f}"] + [f"{default[p]:.2f} ({100 * (default[p] / droo - 1):+.1f} %)" for p in POLICIES]
+            + [f"{min(vs_robust):.3f}-{max(vs_robust):.3f}"])
 
 
 def plot(profiles: dict[str, CodecProfile], path: Path) -> None:
@@ -95,19 +104,20 @@ def main() -> None:
     args = parser.parse_args()
     profiles = {run.name: load_profile(run / "codecs" / "profile.json") for run in args.runs}
     print(f"Drops in points of top-1 with the 95 % test-set interval; DeepJSCC's bytes: capacity at {SNR_DB:g} dB "
-          "in its channel uses; rewards per slot on the default scenario.\n")
+          f"in its channel uses; rewards per slot on the default scenario (gain over {DROO}); "
+          f"{SUBJECT} / robust: its range of ratios to the robust planner over every scenario row.\n")
     print("| run | arch | split | float32 | clean top-1 | best AECNN >= 256x | bytes | ratio | drop | "
-          + " | ".join(POLICIES) + " |")
-    print("|---|---|---|---|---|---|---|---|---|" + "---|" * len(POLICIES))
+          + " | ".join([DROO, *POLICIES, f"{SUBJECT} / robust"]) + " |")
+    print("|---|---|---|---|---|---|---|---|---|" + "---|" * (len(POLICIES) + 2))
     for run in args.runs:
-        profile, rewards = profiles[run.name], default_rewards(run)
-        bb, best = profile.backbone, best_aecnn(profiles[run.name], TARGET_RATIO)
+        profile = profiles[run.name]
+        bb, best = profile.backbone, best_aecnn(profile, TARGET_RATIO)
         c, h, w = bb.split_shape
         head = f"| {run.name} | {bb.arch} | {bb.split} {c}x{h}x{w} | {4 * c * h * w / 1024:.0f} KiB | " \
                f"{100 * bb.clean_accuracy:.1f} % | "
         point = "none | - | - | -" if best is None else \
             f"{best.id} | {sent_bytes(best):.1f} | {ratio(profile, best):.0f}x | {drop(profile, best)}"
-        print(head + point + " | " + " | ".join(f"{rewards[p]:.2f}" if p in rewards else "-" for p in POLICIES) + " |")
+        print(head + point + " | " + " | ".join(evaluation_cells(run)) + " |")
     print("\n| run | point | bytes | ratio | top-1 | drop | device MFLOP |")
     print("|---|---|---|---|---|---|---|")
     for name, profile in profiles.items():

@@ -347,6 +347,8 @@ def _local_search(dev: np.ndarray, gain: np.ndarray, use: np.ndarray, pick: np.n
     n, nk, m = pick.size, dev.size, use.shape[1]
     count = nk + n + 1
     owner = np.full(count, -1)  # whose decision a change sets (-1: the no-op)
+    owner[:nk] = dev
+    owner[nk:nk + n] = np.arange(n)
     d = np.zeros((count, m, 2))  # each change's resource delta (the no-op's stays 0)
     delta = np.zeros(count)  # and its gain delta
     alone = np.zeros(count, dtype=np.bool_)
@@ -358,9 +360,7 @@ def _local_search(dev: np.ndarray, gain: np.ndarray, use: np.ndarray, pick: np.n
                 room += use[pick[j]]
         room = CAPACITY - room
         for e in range(nk + n):
-            j = dev[e] if e < nk else e - nk
-            k = pick[j]
-            owner[e] = j
+            k = pick[owner[e]]
             delta[e] = (gain[e] if e < nk else 0.0) - (gain[k] if k >= 0 else 0.0)
             for s in range(m):
                 for r in range(2):
